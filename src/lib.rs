@@ -1,0 +1,22 @@
+//! provisioner: consumes identity change events from RabbitMQ and reconciles
+//! them against remote REST APIs.
+//!
+//! Module map (see docs/architecture.md):
+//! - [`config`]: the worker and provisioner files, parsed then validated.
+//! - [`event`]: the event wire format; parsing never panics.
+//! - [`engine`]: the reconciliation engine shared by every target: routing,
+//!   strategies, caches, rate limits. Knows nothing of HTTP or AMQP.
+//! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`),
+//!   and the registry that builds a target from `kind`.
+//! - [`http`]: HTTP client, authentication, timeouts, failover.
+//! - [`template`]: minijinja templates for URLs, bodies and headers.
+//! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
+//! - [`worker`]: `run(config, shutdown)`: one consumer task per provisioner.
+//! - [`mock_target`]: an in-memory REST target (demo and tests).
+//! - [`commands`]: the CLI commands behind `main.rs`.
+
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod target;
+pub mod template;

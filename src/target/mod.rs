@@ -1,0 +1,203 @@
+//! Target adapters: one folder per `kind`, each implementing [`TargetApi`],
+//! and [`build`], the one registry that turns a provisioner's configuration
+//! into a target. Adapters know HTTP, URLs and payloads; they hold no strategy
+//! (no caches, no retries, no decisions about what to call next).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{KindConfig, ProvisionerConfig};
+use crate::event::Attributes;
+use crate::http::HttpClient;
+
+pub mod rest;
+
+/// The identifier the remote API uses for an account or a group.
+pub type ApiId = String;
+
+/// A remote account as listed: its API ID and its match value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAccount {
+    pub api_id: ApiId,
+    pub match_value: String,
+}
+
+/// A remote group as listed: its name on the target and its API ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteGroup {
+    pub name: String,
+    pub api_id: ApiId,
+}
+
+/// What the adapter knows of the local subject an operation is about; the
+/// values the templates see (SPEC §4).
+#[derive(Debug, Clone, Default)]
+pub struct SubjectContext {
+    pub subject: String,
+    pub match_value: String,
+    pub attributes: Attributes,
+    pub actor: Option<String>,
+}
+
+/// The result of a create call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Created; the API ID if the response named it.
+    New(Option<ApiId>),
+    /// The target says the account already exists.
+    AlreadyExists,
+}
+
+/// Whether a failure may go away by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Connect error, timeout, 5xx, 429, 401 after re-authentication: retry later.
+    Transient,
+    /// Other 4xx, a response that does not fit the description, configuration
+    /// mismatch: retrying cannot help.
+    Permanent,
+}
+
+/// A failed call to a target. Messages never contain secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    pub class: FailureClass,
+    pub message: String,
+    /// HTTP status, when the target answered.
+    pub status: Option<u16>,
+    /// The target's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl TargetError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        TargetError {
+            class: FailureClass::Permanent,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        TargetError {
+            class: FailureClass::Transient,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// The one place where an HTTP status becomes a failure class (SPEC §5):
+    /// 5xx, 429, 408 and 401/419 (after the auth layer re-authenticated once)
+    /// are transient; every other status an operation did not accept is permanent.
+    pub fn from_status(
+        operation: &str,
+        status: u16,
+        body_excerpt: &str,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let class = match status {
+            408 | 429 | 401 | 419 | 500..=599 => FailureClass::Transient,
+            _ => FailureClass::Permanent,
+        };
+        let message = if body_excerpt.is_empty() {
+            format!("{operation}: target answered HTTP {status}")
+        } else {
+            format!("{operation}: target answered HTTP {status}: {body_excerpt}")
+        };
+        TargetError {
+            class,
+            message,
+            status: Some(status),
+            retry_after,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.class == FailureClass::Transient
+    }
+}
+
+pub type TargetResult<T> = Result<T, TargetError>;
+
+/// The operations every target kind offers the engine. Everything about the
+/// wire (URLs, payloads, paging, auth) stays behind this trait.
+#[async_trait]
+pub trait TargetApi: Send + Sync {
+    /// The local subject's match value (pure: no I/O).
+    fn match_value(&self, subject: &str, attributes: &Attributes) -> TargetResult<String>;
+
+    /// Match value -> API ID, `None` when the target has no such account.
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>>;
+
+    /// One account's match value by API ID, `None` when absent.
+    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>>;
+
+    async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created>;
+
+    async fn update_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()>;
+
+    /// Removes or disables the account; an account already gone is success.
+    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()>;
+
+    /// Every remote account with its match value.
+    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>>;
+
+    /// Every remote group (name and API ID).
+    async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>>;
+
+    /// Creates a remote group when the kind supports it and is configured to.
+    async fn create_group(&self, name: &str) -> TargetResult<Option<ApiId>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// A group's members, each with its match value.
+    async fn list_members(&self, group_id: &str) -> TargetResult<Vec<RemoteAccount>>;
+
+    async fn add_member(
+        &self,
+        group: &RemoteGroup,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<()>;
+
+    /// Adds several members; kinds that can batch override this.
+    async fn add_members(
+        &self,
+        group: &RemoteGroup,
+        members: &[(ApiId, SubjectContext)],
+    ) -> TargetResult<()> {
+        for (api_id, ctx) in members {
+            self.add_member(group, api_id, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a member; a member already gone is success.
+    async fn remove_member(
+        &self,
+        group: &RemoteGroup,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<()>;
+}
+
+/// The registry: builds the target of a provisioner from its `kind`.
+pub fn build(config: &ProvisionerConfig, http: HttpClient) -> Arc<dyn TargetApi> {
+    match &config.kind {
+        KindConfig::Rest(rest) => Arc::new(rest::RestTarget::new(rest.clone(), http)),
+    }
+}
+
+/// Operations the provisioner's routing needs that its description lacks:
+/// (key, problem, fix) for `check`.
+pub fn missing_operations(config: &ProvisionerConfig) -> Vec<(String, String, String)> {
+    match &config.kind {
+        KindConfig::Rest(rest) => rest::config::missing_operations(rest, config.needs()),
+    }
+}
