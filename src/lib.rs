@@ -20,3 +20,7 @@ pub mod event;
 pub mod http;
 pub mod target;
 pub mod template;
+pub mod engine;
+pub mod amqp;
+pub mod worker;
+pub mod commands;

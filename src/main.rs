@@ -1,1 +1,82 @@
-fn main() {}
+//! The `provisioner` binary: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use provisioner::commands;
+
+#[derive(Parser)]
+#[command(name = "provisioner", version, about = "Reconciles identity events from RabbitMQ against REST and SCIM targets")]
+struct Cli {
+    /// Worker configuration file.
+    #[arg(long, global = true, env = "PROVISIONER_CONFIG", default_value = provisioner::config::DEFAULT_WORKER_FILE)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker: consume every provisioner's queue until SIGTERM/SIGINT.
+    Run,
+    /// Validate all configuration offline and print a summary (secrets redacted).
+    Check,
+    /// Publish JSON-lines events to a queue (persistent, with publisher confirms).
+    Publish {
+        /// Queue to publish to.
+        #[arg(long)]
+        queue: String,
+        /// File of JSON lines, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// A self-contained tour: events through RabbitMQ into an embedded mock target.
+    Demo,
+    /// Inspect or re-queue dead-lettered events.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// List parked events with their reasons (they stay parked).
+    List {
+        #[arg(long)]
+        provisioner: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send parked events back to the provisioner's queue.
+    Requeue {
+        #[arg(long)]
+        provisioner: String,
+        /// Re-queue at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Run => commands::run(&cli.config).await,
+            Command::Check => commands::check(&cli.config),
+            Command::Publish { queue, file } => commands::publish(&cli.config, &queue, &file).await,
+            Command::Demo => commands::demo().await,
+            Command::DeadLetters { action } => match action {
+                DeadLetterAction::List { provisioner, limit } => {
+                    commands::dead_letters_list(&cli.config, &provisioner, limit).await
+                }
+                DeadLetterAction::Requeue { provisioner, limit } => {
+                    commands::dead_letters_requeue(&cli.config, &provisioner, limit).await
+                }
+            },
+        }
+    })?;
+    std::process::exit(code)
+}

@@ -36,6 +36,13 @@ pub struct WorkerFile {
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
+    /// Seconds in-flight events get to finish after SIGTERM/SIGINT before they go back to the queue.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
+}
+
+fn default_shutdown_grace_s() -> u64 {
+    30
 }
 
 fn default_provisioners() -> PathOrList {
@@ -304,6 +311,7 @@ pub struct Config {
     pub worker_file: Option<PathBuf>,
     pub amqp: AmqpConfig,
     pub log: LogConfig,
+    pub shutdown_grace: Duration,
     pub provisioners: Vec<ProvisionerConfig>,
 }
 
@@ -455,6 +463,7 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
             worker_file: Some(worker_file.to_path_buf()),
             amqp,
             log,
+            shutdown_grace: Duration::from_secs(file.shutdown_grace_s),
             provisioners,
         })
     } else {
@@ -478,6 +487,7 @@ pub fn from_provisioner_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors>
                 level: default_log_level(),
                 format: LogFormat::Text,
             },
+            shutdown_grace: Duration::from_secs(default_shutdown_grace_s()),
             provisioners,
         })
     } else {

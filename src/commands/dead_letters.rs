@@ -1,0 +1,143 @@
+//! `provisioner dead-letters list|requeue --provisioner NAME`.
+
+use std::path::Path;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+use super::{anyhow_free, load_config, EXIT_BROKER, EXIT_CONFIG};
+use crate::amqp::{self, headers, AmqpError};
+use crate::config::{AmqpConfig, ProvisionerConfig};
+
+fn find(config_path: &Path, name: &str) -> Option<(AmqpConfig, ProvisionerConfig)> {
+    let config = load_config(config_path)?;
+    match config.provisioners.iter().find(|p| p.name == name) {
+        Some(p) => Some((config.amqp.clone(), p.clone())),
+        None => {
+            let names: Vec<_> = config.provisioners.iter().map(|p| p.name.as_str()).collect();
+            eprintln!("error: no provisioner `{name}`; configured: {}", names.join(", "));
+            None
+        }
+    }
+}
+
+/// One parked message, as listed.
+#[derive(Debug, Clone)]
+pub struct ParkedEvent {
+    pub event_id: String,
+    pub reason: String,
+    pub attempts: String,
+    pub at: String,
+    pub body: String,
+}
+
+fn describe(props: &BasicProperties, body: &[u8]) -> ParkedEvent {
+    let get = |h: &str| amqp::header_str(props, h).unwrap_or_else(|| "-".into());
+    let text = String::from_utf8_lossy(body);
+    ParkedEvent {
+        event_id: get(headers::EVENT_ID),
+        reason: get(headers::ERROR),
+        attempts: get(headers::ATTEMPTS),
+        at: get(headers::DEAD_LETTERED_AT),
+        body: text.chars().take(300).collect(),
+    }
+}
+
+/// Reads up to `limit` parked messages without removing them: they are held
+/// unacknowledged and return to the queue, in order, when the channel closes.
+pub async fn list_parked(amqp_config: &AmqpConfig, queue: &str, limit: usize) -> Result<Vec<ParkedEvent>, AmqpError> {
+    let conn = amqp::connect(amqp_config, "provisioner:dead-letters").await?;
+    let channel = conn.create_channel().await?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
+            Some(msg) => out.push(describe(&msg.delivery.properties, &msg.delivery.data)),
+            None => break,
+        }
+    }
+    let _ = channel.close(200, "listed".into()).await;
+    let _ = conn.close(200, "listed".into()).await;
+    Ok(out)
+}
+
+/// Moves up to `limit` parked messages back to `target_queue`, each
+/// published with a confirm before it is removed from the dead-letter queue.
+pub async fn requeue_parked(
+    amqp_config: &AmqpConfig,
+    dead_letter_queue: &str,
+    target_queue: &str,
+    limit: Option<usize>,
+) -> Result<usize, AmqpError> {
+    let conn = amqp::connect(amqp_config, "provisioner:dead-letters").await?;
+    let channel = amqp::confirm_channel(&conn).await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut moved = 0;
+    let mut remaining = channel
+        .queue_declare(
+            dead_letter_queue.into(),
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count() as usize;
+    if let Some(l) = limit {
+        remaining = remaining.min(l);
+    }
+    if remaining > 0 {
+        let mut consumer = channel
+            .basic_consume(dead_letter_queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        while moved < remaining {
+            let Some(delivery) = consumer.next().await else { break };
+            let delivery = delivery?;
+            // The original body and id go back; the parking headers stay behind.
+            let mut props = BasicProperties::default().with_content_type("application/json".into());
+            if let Some(id) = delivery.properties.message_id() {
+                props = props.with_message_id(id.clone());
+            }
+            amqp::publish_confirmed(&channel, target_queue, &delivery.data, props).await?;
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            moved += 1;
+        }
+    }
+    let _ = channel.close(200, "requeued".into()).await;
+    let _ = conn.close(200, "requeued".into()).await;
+    Ok(moved)
+}
+
+pub async fn dead_letters_list(config_path: &Path, name: &str, limit: usize) -> anyhow_free::Result {
+    let Some((amqp_config, p)) = find(config_path, name) else {
+        return Ok(EXIT_CONFIG);
+    };
+    match list_parked(&amqp_config, &p.dead_letter_queue(), limit).await {
+        Ok(items) => {
+            println!("{} parked event(s) in `{}`{}", items.len(), p.dead_letter_queue(), if items.len() == limit { " (limit reached)" } else { "" });
+            for e in items {
+                println!("- id {} at {} after {} attempt(s)\n  reason: {}\n  body: {}", e.event_id, e.at, e.attempts, e.reason, e.body);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_BROKER)
+        }
+    }
+}
+
+pub async fn dead_letters_requeue(config_path: &Path, name: &str, limit: Option<usize>) -> anyhow_free::Result {
+    let Some((amqp_config, p)) = find(config_path, name) else {
+        return Ok(EXIT_CONFIG);
+    };
+    match requeue_parked(&amqp_config, &p.dead_letter_queue(), &p.queue, limit).await {
+        Ok(n) => {
+            println!("re-queued {n} event(s) from `{}` to `{}`", p.dead_letter_queue(), p.queue);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_BROKER)
+        }
+    }
+}

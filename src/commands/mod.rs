@@ -1,0 +1,104 @@
+//! The commands behind `main.rs`. Each returns the process exit code; errors
+//! meant for the operator are printed here, in plain words.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, LogFormat};
+
+mod check;
+mod dead_letters;
+mod demo;
+mod publish;
+
+pub use check::check;
+pub use dead_letters::{dead_letters_list, dead_letters_requeue};
+pub use demo::demo;
+pub use publish::publish;
+
+/// Exit code for configuration errors.
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code for a broker that cannot be reached or refuses.
+pub const EXIT_BROKER: i32 = 3;
+
+/// Loads the configuration, printing every error on failure.
+pub fn load_config(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprint!("{errors}");
+            None
+        }
+    }
+}
+
+/// Sets up `tracing` (RUST_LOG overrides the configured level).
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown requested; draining");
+        t.cancel();
+    });
+    token
+}
+
+/// `provisioner run`
+pub async fn run(config_path: &Path) -> anyhow_free::Result {
+    let Some(config) = load_config(config_path) else {
+        return Ok(EXIT_CONFIG);
+    };
+    init_logging(&config.log.level, config.log.format);
+    tracing::info!(
+        provisioners = config.provisioners.len(),
+        broker = %crate::amqp::redact_url(config.amqp.url.expose()),
+        "starting"
+    );
+    let shutdown = shutdown_on_signals();
+    match crate::worker::run(config, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// Commands return an exit code; I/O errors writing to the terminal are the only errors.
+pub mod anyhow_free {
+    pub type Result = std::result::Result<i32, std::io::Error>;
+}

@@ -1,0 +1,67 @@
+//! `provisioner publish`: JSON lines to a queue, persistent, confirmed.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use lapin::BasicProperties;
+
+use super::{anyhow_free, EXIT_BROKER};
+use crate::amqp;
+use crate::config::{self, AmqpConfig};
+
+pub async fn publish(config_path: &Path, queue: &str, file: &str) -> anyhow_free::Result {
+    let Some(amqp_config) = broker_config(config_path) else {
+        return Ok(super::EXIT_CONFIG);
+    };
+    let lines: Vec<String> = if file == "-" {
+        std::io::stdin().lock().lines().collect::<Result<_, _>>()?
+    } else {
+        std::fs::read_to_string(file)?.lines().map(str::to_string).collect()
+    };
+    let events: Vec<&str> = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    match publish_lines(&amqp_config, queue, &events).await {
+        Ok(n) => {
+            println!("published {n} events to `{queue}` (persistent, confirmed)");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_BROKER)
+        }
+    }
+}
+
+/// The broker settings: from the worker file if it exists (its errors are
+/// printed), else the defaults; `AMQP_URL` is honoured either way.
+pub fn broker_config(config_path: &Path) -> Option<AmqpConfig> {
+    let loaded = if config_path.exists() {
+        config::load(config_path)
+    } else {
+        config::from_provisioner_files(&[])
+    };
+    match loaded {
+        Ok(c) => Some(c.amqp),
+        Err(errors) => {
+            eprint!("{errors}");
+            None
+        }
+    }
+}
+
+/// Publishes each line as one message; the queue is declared durable first.
+pub async fn publish_lines(config: &AmqpConfig, queue: &str, lines: &[&str]) -> Result<usize, amqp::AmqpError> {
+    let conn = amqp::connect(config, "provisioner:publish").await?;
+    let channel = amqp::confirm_channel(&conn).await?;
+    amqp::declare_queues(&channel, queue, &format!("{queue}.dead")).await?;
+    for line in lines {
+        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Some(serde_json::Value::String(id)) = obj.get("id") {
+                props = props.with_message_id(id.as_str().into());
+            }
+        }
+        amqp::publish_confirmed(&channel, queue, line.as_bytes(), props).await?;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(lines.len())
+}

@@ -1,0 +1,666 @@
+//! The reconciliation engine: everything every target kind shares. It routes
+//! an [`Event`] by group, applies the provisioning and group-sync strategies,
+//! keeps the API-ID caches, paces calls and decides nothing about HTTP: it
+//! talks to a target only through [`TargetApi`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
+use crate::event::{Action, Attributes, Event, Subjects};
+use crate::target::{
+    ApiId, Created, FailureClass, RemoteAccount, RemoteGroup, SubjectContext, TargetApi,
+    TargetError, TargetResult,
+};
+
+pub mod cache;
+pub mod pace;
+pub mod retry;
+
+use cache::{AccountCache, CachedAccount, GroupCache};
+use pace::Pacer;
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: OutcomeStatus,
+    /// One line for logs and the journal: what changed.
+    pub detail: String,
+    /// API calls made.
+    pub api_calls: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeStatus {
+    /// The target is now in the state the event asked for.
+    Applied,
+    /// Nothing to do for this provisioner (unmapped group, unmanaged login).
+    Ignored,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Applied => "applied",
+            OutcomeStatus::Ignored => "ignored",
+        }
+    }
+}
+
+/// Why an event could not be applied (the target's error, or a mismatch
+/// between the event and the configuration).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct ApplyError {
+    pub error: TargetError,
+    /// API calls made before failing.
+    pub api_calls: u32,
+}
+
+impl ApplyError {
+    pub fn is_transient(&self) -> bool {
+        self.error.is_transient()
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.error.retry_after
+    }
+}
+
+/// A provisioner as the consumer sees it: something that applies events.
+/// Built by [`build`] from a provisioner's configuration.
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    fn name(&self) -> &str;
+    async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError>;
+}
+
+/// Builds the provisioner of a configuration: the kind's target under the engine.
+pub fn build(
+    config: &ProvisionerConfig,
+) -> Result<Arc<dyn Provisioner>, crate::http::HttpSetupError> {
+    let http = crate::http::HttpClient::new(config)?;
+    let target = crate::target::build(config, http);
+    Ok(Arc::new(Engine::new(config, target)))
+}
+
+/// Which rate limit a call counts against.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Account,
+    Member,
+}
+
+/// Per-apply bookkeeping.
+#[derive(Default)]
+struct Tally {
+    calls: u32,
+}
+
+type Step<T> = Result<T, TargetError>;
+
+/// The shared reconciliation logic over one target.
+pub struct Engine {
+    name: String,
+    target: Arc<dyn TargetApi>,
+    provision_group: Option<String>,
+    target_group_map: BTreeMap<String, String>,
+    unmanaged: BTreeSet<String>,
+    provision_strategy: ProvisionStrategy,
+    group_sync_strategy: GroupSyncStrategy,
+    target_group_retry_delay: Duration,
+    accounts: AccountCache,
+    groups: GroupCache,
+    account_pace: Option<Pacer>,
+    member_pace: Option<Pacer>,
+}
+
+impl Engine {
+    pub fn new(config: &ProvisionerConfig, target: Arc<dyn TargetApi>) -> Self {
+        Engine {
+            name: config.name.clone(),
+            target,
+            provision_group: config.provision_group.clone(),
+            target_group_map: config.target_group_map.clone(),
+            unmanaged: config.unmanaged_logins.iter().cloned().collect(),
+            provision_strategy: config.provision_strategy,
+            group_sync_strategy: config.group_sync_strategy,
+            target_group_retry_delay: config.target_group_retry_delay,
+            accounts: AccountCache::new(
+                config.account_cache_size,
+                config.account_cache_validity_period,
+            ),
+            groups: GroupCache::new(config.target_group_cache_size),
+            account_pace: Pacer::new(config.account_sync_rate_limit),
+            member_pace: Pacer::new(config.member_sync_rate_limit),
+        }
+    }
+
+    /// (hits, misses) of the account cache.
+    pub fn account_cache_stats(&self) -> (u64, u64) {
+        self.accounts.stats()
+    }
+
+    /// Paces (per phase) and counts one API call.
+    async fn call<T>(
+        &self,
+        tally: &mut Tally,
+        phase: Phase,
+        fut: impl std::future::Future<Output = TargetResult<T>>,
+    ) -> TargetResult<T> {
+        let pacer = match phase {
+            Phase::Account => &self.account_pace,
+            Phase::Member => &self.member_pace,
+        };
+        if let Some(p) = pacer {
+            p.wait().await;
+        }
+        tally.calls += 1;
+        fut.await
+    }
+
+    fn context(&self, subject: &str, attributes: &Attributes, actor: Option<&str>) -> Step<SubjectContext> {
+        let match_value = self.target.match_value(subject, attributes)?.to_lowercase();
+        Ok(SubjectContext {
+            subject: subject.to_string(),
+            match_value,
+            attributes: attributes.clone(),
+            actor: actor.map(str::to_string),
+        })
+    }
+
+    fn is_unmanaged(&self, match_value: &str) -> bool {
+        self.unmanaged.contains(match_value)
+    }
+
+    /// The account's API ID: from the cache, from the trusted-absent window, or
+    /// by asking the target. `trust_absent = false` always asks on a miss.
+    async fn resolve_account(
+        &self,
+        tally: &mut Tally,
+        phase: Phase,
+        ctx: &SubjectContext,
+        trust_absent: bool,
+    ) -> Step<Option<ApiId>> {
+        match self.accounts.get(&ctx.match_value) {
+            CachedAccount::Known(id) => return Ok(Some(id)),
+            CachedAccount::TrustedAbsent if trust_absent => return Ok(None),
+            _ => {}
+        }
+        let found = self.call(tally, phase, self.target.lookup_account(ctx)).await?;
+        if let Some(id) = &found {
+            self.accounts.put(&ctx.match_value, id);
+        }
+        Ok(found)
+    }
+
+    /// Lists every remote account and prefills the cache with it.
+    async fn list_accounts(&self, tally: &mut Tally) -> Step<Vec<RemoteAccount>> {
+        let mut accounts = self
+            .call(tally, Phase::Account, self.target.list_accounts())
+            .await?;
+        for a in &mut accounts {
+            a.match_value = a.match_value.to_lowercase();
+        }
+        self.accounts.prefill(&accounts);
+        Ok(accounts)
+    }
+
+    async fn resolve_group(&self, tally: &mut Tally, remote_name: &str) -> Step<RemoteGroup> {
+        if let Some(api_id) = self.groups.get(remote_name) {
+            return Ok(RemoteGroup {
+                name: remote_name.to_string(),
+                api_id,
+            });
+        }
+        let groups = self
+            .call(tally, Phase::Member, self.target.list_groups())
+            .await?;
+        let mapped: BTreeSet<&str> = self.target_group_map.values().map(String::as_str).collect();
+        self.groups.fill(&groups, |n| mapped.contains(n));
+        if let Some(g) = groups.into_iter().find(|g| g.name == remote_name) {
+            self.groups.put(&g.name, &g.api_id);
+            return Ok(g);
+        }
+        if let Some(api_id) = self
+            .call(tally, Phase::Member, self.target.create_group(remote_name))
+            .await?
+        {
+            self.groups.put(remote_name, &api_id);
+            return Ok(RemoteGroup {
+                name: remote_name.to_string(),
+                api_id,
+            });
+        }
+        Err(TargetError::permanent(format!(
+            "target group `{remote_name}` does not exist on the target"
+        )))
+    }
+
+    // ------------------------------------------------------------ accounts
+
+    async fn provision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<String> {
+        if let ProvisionStrategy::QueryFirst = self.provision_strategy {
+            if let Some(id) = self.resolve_account(tally, Phase::Account, ctx, true).await? {
+                return self.update_known(tally, ctx, id).await;
+            }
+        } else if let CachedAccount::Known(id) = self.accounts.get(&ctx.match_value) {
+            return self.update_known(tally, ctx, id).await;
+        }
+        self.create(tally, ctx).await
+    }
+
+    async fn create(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<String> {
+        match self
+            .call(tally, Phase::Account, self.target.create_account(ctx))
+            .await?
+        {
+            Created::New(id) => {
+                if let Some(id) = &id {
+                    self.accounts.put(&ctx.match_value, id);
+                }
+                Ok(format!("created {}", id.as_deref().unwrap_or("account")))
+            }
+            Created::AlreadyExists => {
+                let id = self
+                    .resolve_account(tally, Phase::Account, ctx, false)
+                    .await?
+                    .ok_or_else(|| {
+                        TargetError::transient(format!(
+                            "create of `{}` says it exists but the look-up finds nothing",
+                            ctx.match_value
+                        ))
+                    })?;
+                self.update(tally, ctx, &id).await?;
+                Ok(format!("existed; updated {id}"))
+            }
+        }
+    }
+
+    /// Updates an account whose ID came from the cache; a stale ID (404) is
+    /// dropped and the account looked up afresh.
+    async fn update_known(&self, tally: &mut Tally, ctx: &SubjectContext, id: ApiId) -> Step<String> {
+        match self.update(tally, ctx, &id).await {
+            Ok(()) => Ok(format!("updated {id}")),
+            Err(e) if e.status == Some(404) => {
+                self.accounts.remove(&ctx.match_value);
+                match self.resolve_account(tally, Phase::Account, ctx, false).await? {
+                    Some(fresh) => {
+                        self.update(tally, ctx, &fresh).await?;
+                        Ok(format!("updated {fresh}"))
+                    }
+                    None => self.create(tally, ctx).await,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(&self, tally: &mut Tally, ctx: &SubjectContext, id: &str) -> Step<()> {
+        if ctx.attributes.is_empty() {
+            // No attributes means nothing to set; an update would blank fields.
+            return Ok(());
+        }
+        self.call(tally, Phase::Account, self.target.update_account(id, ctx))
+            .await
+    }
+
+    async fn deprovision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<Option<String>> {
+        let Some(id) = self.resolve_account(tally, Phase::Account, ctx, true).await? else {
+            return Ok(None);
+        };
+        self.call(
+            tally,
+            Phase::Account,
+            self.target.deprovision_account(&id, ctx),
+        )
+        .await?;
+        self.accounts.remove(&ctx.match_value);
+        Ok(Some(id))
+    }
+
+    /// Full account reconciliation: every listed subject provisioned, every
+    /// other managed remote account deprovisioned.
+    async fn sync_accounts(
+        &self,
+        tally: &mut Tally,
+        event: &Event,
+        subjects: &[String],
+        attributes: &BTreeMap<String, Attributes>,
+    ) -> Step<String> {
+        let remote = self.list_accounts(tally).await?;
+        let remote_by_match: HashMap<&str, &str> = remote
+            .iter()
+            .map(|a| (a.match_value.as_str(), a.api_id.as_str()))
+            .collect();
+        let empty = Attributes::new();
+        let mut wanted = BTreeSet::new();
+        let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
+        let mut failures = Vec::new();
+        for subject in subjects {
+            let attrs = attributes.get(subject).unwrap_or(&empty);
+            let ctx = self.context(subject, attrs, event.actor.as_deref())?;
+            wanted.insert(ctx.match_value.clone());
+            if self.is_unmanaged(&ctx.match_value) {
+                continue;
+            }
+            let result = match remote_by_match.get(ctx.match_value.as_str()) {
+                Some(id) => self.update(tally, &ctx, id).await.map(|()| {
+                    updated += u32::from(!ctx.attributes.is_empty());
+                }),
+                None => self.create(tally, &ctx).await.map(|_| created += 1),
+            };
+            collect(result, subject, &mut failures)?;
+        }
+        for account in &remote {
+            if wanted.contains(&account.match_value) || self.is_unmanaged(&account.match_value) {
+                continue;
+            }
+            let ctx = SubjectContext {
+                subject: account.match_value.clone(),
+                match_value: account.match_value.clone(),
+                attributes: Attributes::new(),
+                actor: event.actor.clone(),
+            };
+            let result = self
+                .call(
+                    tally,
+                    Phase::Account,
+                    self.target.deprovision_account(&account.api_id, &ctx),
+                )
+                .await
+                .map(|()| {
+                    self.accounts.remove(&account.match_value);
+                    removed += 1;
+                });
+            collect(result, &account.match_value, &mut failures)?;
+        }
+        finish_sync(
+            format!("account sync: {created} created, {updated} updated, {removed} deprovisioned"),
+            failures,
+        )
+    }
+
+    // ------------------------------------------------------------- groups
+
+    /// Adds a member; an account not there yet is looked for once more after
+    /// `target_group_retry_delay`, as the original did.
+    async fn add_member(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+        ctx: &SubjectContext,
+    ) -> Step<String> {
+        let group = self.resolve_group(tally, remote_name).await?;
+        let id = match self.resolve_account(tally, Phase::Member, ctx, true).await? {
+            Some(id) => id,
+            None => {
+                tokio::time::sleep(self.target_group_retry_delay).await;
+                self.resolve_account(tally, Phase::Member, ctx, false)
+                    .await?
+                    .ok_or_else(|| {
+                        TargetError::permanent(format!(
+                            "account `{}` not found on the target, also after waiting {} s; not added to `{remote_name}`",
+                            ctx.match_value,
+                            self.target_group_retry_delay.as_secs()
+                        ))
+                    })?
+            }
+        };
+        if self.group_sync_strategy == GroupSyncStrategy::QueryFirst {
+            let members = self
+                .call(tally, Phase::Member, self.target.list_members(&group.api_id))
+                .await?;
+            if members.iter().any(|m| m.api_id == id) {
+                return Ok(format!("already a member of {remote_name}"));
+            }
+        }
+        self.call(
+            tally,
+            Phase::Member,
+            self.target.add_member(&group, &id, ctx),
+        )
+        .await?;
+        Ok(format!("added {id} to {remote_name}"))
+    }
+
+    async fn remove_member(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+        ctx: &SubjectContext,
+    ) -> Step<Option<String>> {
+        let group = self.resolve_group(tally, remote_name).await?;
+        let Some(id) = self.resolve_account(tally, Phase::Member, ctx, true).await? else {
+            return Ok(None);
+        };
+        self.call(
+            tally,
+            Phase::Member,
+            self.target.remove_member(&group, &id, ctx),
+        )
+        .await?;
+        Ok(Some(format!("removed {id} from {remote_name}")))
+    }
+
+    /// Makes the remote group's members exactly the listed subjects (unmanaged
+    /// accounts aside). Whether a member is unmanaged is read from the member
+    /// listing itself: no call per member.
+    async fn sync_group(
+        &self,
+        tally: &mut Tally,
+        event: &Event,
+        remote_name: &str,
+        subjects: &[String],
+        attributes: &BTreeMap<String, Attributes>,
+    ) -> Step<String> {
+        let group = self.resolve_group(tally, remote_name).await?;
+        let empty = Attributes::new();
+        let mut wanted = Vec::new();
+        let mut wanted_matches = BTreeSet::new();
+        for subject in subjects {
+            let attrs = attributes.get(subject).unwrap_or(&empty);
+            let ctx = self.context(subject, attrs, event.actor.as_deref())?;
+            wanted_matches.insert(ctx.match_value.clone());
+            if !self.is_unmanaged(&ctx.match_value) {
+                wanted.push(ctx);
+            }
+        }
+
+        let mut present: Option<Vec<RemoteAccount>> = None;
+        if self.group_sync_strategy == GroupSyncStrategy::QueryFirst {
+            present = Some(self.list_members(tally, &group).await?);
+        }
+        let present_matches: BTreeSet<String> = present
+            .iter()
+            .flatten()
+            .map(|m| m.match_value.clone())
+            .collect();
+
+        let (mut added, mut missing) = (0u32, Vec::new());
+        let mut failures = Vec::new();
+        for ctx in &wanted {
+            if present_matches.contains(&ctx.match_value) {
+                continue;
+            }
+            let id = match self.resolve_account(tally, Phase::Member, ctx, true).await {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    missing.push(ctx.match_value.clone());
+                    continue;
+                }
+                Err(e) => {
+                    collect(Err::<(), _>(e), &ctx.subject, &mut failures)?;
+                    continue;
+                }
+            };
+            let result = self
+                .call(tally, Phase::Member, self.target.add_member(&group, &id, ctx))
+                .await
+                .map(|()| added += 1);
+            collect(result, &ctx.subject, &mut failures)?;
+        }
+
+        let members = match present {
+            Some(p) => p,
+            None => self.list_members(tally, &group).await?,
+        };
+        let mut removed = 0u32;
+        for member in &members {
+            if wanted_matches.contains(&member.match_value) || self.is_unmanaged(&member.match_value) {
+                continue;
+            }
+            let ctx = SubjectContext {
+                subject: member.match_value.clone(),
+                match_value: member.match_value.clone(),
+                attributes: Attributes::new(),
+                actor: event.actor.clone(),
+            };
+            let result = self
+                .call(
+                    tally,
+                    Phase::Member,
+                    self.target.remove_member(&group, &member.api_id, &ctx),
+                )
+                .await
+                .map(|()| removed += 1);
+            collect(result, &member.match_value, &mut failures)?;
+        }
+        let mut detail = format!("group sync {remote_name}: {added} added, {removed} removed");
+        if !missing.is_empty() {
+            detail.push_str(&format!(
+                ", {} without an account on the target: {}",
+                missing.len(),
+                abbreviate(&missing)
+            ));
+        }
+        finish_sync(detail, failures)
+    }
+
+    async fn list_members(&self, tally: &mut Tally, group: &RemoteGroup) -> Step<Vec<RemoteAccount>> {
+        let mut members = self
+            .call(tally, Phase::Member, self.target.list_members(&group.api_id))
+            .await?;
+        for m in &mut members {
+            m.match_value = m.match_value.to_lowercase();
+        }
+        Ok(members)
+    }
+
+    async fn route(&self, tally: &mut Tally, event: &Event) -> Step<(OutcomeStatus, String)> {
+        let applied = |d: String| (OutcomeStatus::Applied, d);
+        let ignored = |d: String| (OutcomeStatus::Ignored, d);
+        let is_provision_group = self.provision_group.as_deref() == Some(event.group.as_str());
+        let remote_group = self.target_group_map.get(&event.group);
+        if !is_provision_group && remote_group.is_none() {
+            return Ok(ignored(format!("group `{}` is not managed here", event.group)));
+        }
+        match &event.subjects {
+            Subjects::One { subject, attributes } => {
+                let ctx = self.context(subject, attributes, event.actor.as_deref())?;
+                if self.is_unmanaged(&ctx.match_value) {
+                    return Ok(ignored(format!("`{}` is an unmanaged login", ctx.match_value)));
+                }
+                match (remote_group, event.action) {
+                    (None, Action::Add | Action::Update) => {
+                        self.provision(tally, &ctx).await.map(applied)
+                    }
+                    (None, Action::Delete) => Ok(match self.deprovision(tally, &ctx).await? {
+                        Some(id) => applied(format!("deprovisioned {id}")),
+                        None => applied("no such account; nothing to deprovision".into()),
+                    }),
+                    (Some(g), Action::Add | Action::Update) => {
+                        self.add_member(tally, g, &ctx).await.map(applied)
+                    }
+                    (Some(g), Action::Delete) => Ok(match self.remove_member(tally, g, &ctx).await? {
+                        Some(d) => applied(d),
+                        None => applied("no such account; nothing to remove".into()),
+                    }),
+                    (_, Action::MembershipSync) => Err(TargetError::permanent(
+                        "membership_sync needs `subjects`",
+                    )),
+                }
+            }
+            Subjects::All { subjects, attributes } => match remote_group {
+                None => self
+                    .sync_accounts(tally, event, subjects, attributes)
+                    .await
+                    .map(applied),
+                Some(g) => self
+                    .sync_group(tally, event, g, subjects, attributes)
+                    .await
+                    .map(applied),
+            },
+        }
+    }
+}
+
+/// Keeps going past a permanent failure of one subject in a sync (recording
+/// it); stops the sync at a transient one, so the whole event is retried.
+fn collect(result: Step<impl Sized>, who: &str, failures: &mut Vec<String>) -> Step<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.class == FailureClass::Permanent => {
+            failures.push(format!("{who}: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn finish_sync(detail: String, failures: Vec<String>) -> Step<String> {
+    if failures.is_empty() {
+        Ok(detail)
+    } else {
+        Err(TargetError::permanent(format!(
+            "{detail}; {} failed: {}",
+            failures.len(),
+            abbreviate(&failures)
+        )))
+    }
+}
+
+fn abbreviate(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > SHOWN {
+        s.push_str(&format!("; and {} more", items.len() - SHOWN));
+    }
+    s
+}
+
+#[async_trait]
+impl Provisioner for Engine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError> {
+        let mut tally = Tally::default();
+        if self.accounts.wants_prefill() && self.provision_group.is_some() {
+            // A trusted cache needs a complete listing first.
+            if let Err(error) = self.list_accounts(&mut tally).await {
+                return Err(ApplyError {
+                    error,
+                    api_calls: tally.calls,
+                });
+            }
+        }
+        match self.route(&mut tally, event).await {
+            Ok((status, detail)) => Ok(Outcome {
+                status,
+                detail,
+                api_calls: tally.calls,
+            }),
+            Err(error) => Err(ApplyError {
+                error,
+                api_calls: tally.calls,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! One provisioner's consumer: a session per broker connection, reconnecting
+//! with backoff. Inside a session, one `select!` over shutdown, finished
+//! events and new deliveries. This loop is the only place that acknowledges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::order::{locks_of, OrderedQueue};
+use super::{OutcomeRecord, Verdict};
+use crate::amqp::{self, AmqpError, DeadLetter};
+use crate::config::{AmqpConfig, ProvisionerConfig};
+use crate::engine::retry::{with_retries, Attempts};
+use crate::engine::{OutcomeStatus, Provisioner};
+use crate::event::{self, Event};
+
+pub(super) struct ConsumerContext {
+    pub amqp: AmqpConfig,
+    pub grace: Duration,
+    pub config: ProvisionerConfig,
+    pub provisioner: Arc<dyn Provisioner>,
+    pub outcomes: broadcast::Sender<OutcomeRecord>,
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// A delivery accepted for processing.
+struct Pending {
+    delivery: Delivery,
+    event: Event,
+    received: Instant,
+}
+
+type Finished = (u64, Pending, Attempts);
+
+/// Consumes until `shutdown`, reconnecting whenever the broker goes away.
+pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
+    let first_backoff = Duration::from_millis(200);
+    let mut backoff = first_backoff;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let started = Instant::now();
+        let end = session(&ctx, &shutdown).await;
+        let reason = match end {
+            Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::Lost(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = first_backoff;
+        }
+        tracing::warn!(
+            queue = %ctx.config.queue,
+            retry_in_ms = backoff.as_millis() as u64,
+            %reason,
+            "broker connection lost or unavailable; reconnecting"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(ctx.amqp.reconnect_max);
+    }
+}
+
+async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
+    let conn = amqp::connect(&ctx.amqp, &format!("provisioner:{}", ctx.config.name)).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
+        .await?;
+    let dead_letter_queue = ctx.config.dead_letter_queue();
+    amqp::declare_queues(&channel, &ctx.config.queue, &dead_letter_queue).await?;
+    let mut consumer = channel
+        .basic_consume(
+            ctx.config.queue.as_str().into(),
+            format!("provisioner-{}", ctx.config.name).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer_tag = consumer.tag();
+    tracing::info!(queue = %ctx.config.queue, "consuming");
+
+    let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                let _ = channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await;
+                drain(ctx, &channel, &mut queue, &mut running).await;
+                break SessionEnd::Shutdown;
+            }
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                match joined {
+                    Ok((ticket, pending, attempts)) => {
+                        queue.finish(ticket);
+                        if let Err(e) = settle(ctx, &channel, pending, attempts).await {
+                            break SessionEnd::Lost(e.to_string());
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "an event task panicked or was cancelled"),
+                }
+                start_ready(ctx, &mut queue, &mut running);
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    if let Err(e) = accept(ctx, &channel, &mut queue, delivery).await {
+                        break SessionEnd::Lost(e.to_string());
+                    }
+                    start_ready(ctx, &mut queue, &mut running);
+                }
+                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                None => break SessionEnd::Lost("the broker ended the consumer".into()),
+            },
+        }
+    };
+    // Anything unfinished was not acknowledged: the broker requeues it when the
+    // channel closes, and it is applied again (idempotently) later.
+    running.abort_all();
+    let _ = channel.close(200, "bye".into()).await;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(end)
+}
+
+/// Parses a delivery: an invalid event is parked at once; a valid one queued.
+async fn accept(
+    ctx: &ConsumerContext,
+    channel: &Channel,
+    queue: &mut OrderedQueue<Pending>,
+    delivery: Delivery,
+) -> Result<(), AmqpError> {
+    let received = Instant::now();
+    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+    match event::parse(&delivery.data, message_id.as_deref()) {
+        Ok(event) => {
+            queue.push(
+                locks_of(&event),
+                Pending {
+                    delivery,
+                    event,
+                    received,
+                },
+            );
+            Ok(())
+        }
+        Err(invalid) => {
+            let letter = DeadLetter {
+                provisioner: ctx.config.name.clone(),
+                queue: ctx.config.queue.clone(),
+                event_id: invalid.id.clone(),
+                reason: invalid.to_string(),
+                attempts: 1,
+            };
+            amqp::park(channel, &ctx.config.dead_letter_queue(), &delivery.data, &delivery.properties, &letter).await?;
+            ack(&delivery).await?;
+            report(
+                ctx,
+                OutcomeRecord {
+                    provisioner: ctx.config.name.clone(),
+                    event_id: invalid.id,
+                    action: None,
+                    group: None,
+                    subject: None,
+                    verdict: Verdict::DeadLettered,
+                    detail: invalid.reason,
+                    attempts: 1,
+                    api_calls: 0,
+                    duration: received.elapsed(),
+                    redelivered: delivery.redelivered,
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
+fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut JoinSet<Finished>) {
+    for (ticket, pending) in queue.start_ready(ctx.config.concurrency) {
+        let provisioner = ctx.provisioner.clone();
+        let policy = ctx.config.retry.clone();
+        let span = tracing::info_span!(
+            "event",
+            id = %pending.event.id,
+            action = %pending.event.action,
+            subject = %pending.event.subject_label(),
+        );
+        running.spawn(
+            async move {
+                let event = &pending.event;
+                let attempts = with_retries(
+                    &policy,
+                    || provisioner.apply(event),
+                    |attempt, error, wait| {
+                        tracing::warn!(
+                            attempt,
+                            retry_in_ms = wait.as_millis() as u64,
+                            %error,
+                            "transient failure; retrying"
+                        );
+                    },
+                )
+                .await;
+                (ticket, pending, attempts)
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Acknowledges an applied event, or parks a failed one then acknowledges it.
+async fn settle(
+    ctx: &ConsumerContext,
+    channel: &Channel,
+    pending: Pending,
+    attempts: Attempts,
+) -> Result<(), AmqpError> {
+    let Pending {
+        delivery,
+        event,
+        received,
+    } = pending;
+    let (verdict, detail) = match attempts.result {
+        Ok(outcome) => {
+            let verdict = match outcome.status {
+                OutcomeStatus::Applied => Verdict::Applied,
+                OutcomeStatus::Ignored => Verdict::Ignored,
+            };
+            (verdict, outcome.detail)
+        }
+        Err(error) => {
+            let class = if error.is_transient() {
+                "retry budget exhausted"
+            } else {
+                "permanent failure"
+            };
+            let reason = format!("{class}: {error}");
+            let letter = DeadLetter {
+                provisioner: ctx.config.name.clone(),
+                queue: ctx.config.queue.clone(),
+                event_id: event.id.clone(),
+                reason: reason.clone(),
+                attempts: attempts.attempts,
+            };
+            amqp::park(channel, &ctx.config.dead_letter_queue(), &delivery.data, &delivery.properties, &letter).await?;
+            (Verdict::DeadLettered, reason)
+        }
+    };
+    ack(&delivery).await?;
+    report(
+        ctx,
+        OutcomeRecord {
+            provisioner: ctx.config.name.clone(),
+            event_id: event.id.clone(),
+            action: Some(event.action.to_string()),
+            group: Some(event.group.clone()),
+            subject: Some(event.subject_label()),
+            verdict,
+            detail,
+            attempts: attempts.attempts,
+            api_calls: attempts.api_calls,
+            duration: received.elapsed(),
+            redelivered: delivery.redelivered,
+        },
+    );
+    Ok(())
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
+    if delivery.acker.ack(BasicAckOptions::default()).await? {
+        Ok(())
+    } else {
+        // The channel this delivery came on is gone; the broker has requeued it.
+        Err(AmqpError::ChannelGone)
+    }
+}
+
+/// Shutdown: stop taking work, return what has not started, let what runs
+/// finish within the grace period.
+async fn drain(
+    ctx: &ConsumerContext,
+    channel: &Channel,
+    queue: &mut OrderedQueue<Pending>,
+    running: &mut JoinSet<Finished>,
+) {
+    for pending in queue.take_waiting() {
+        let _ = pending
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await;
+    }
+    let deadline = Instant::now() + ctx.grace;
+    tracing::info!(in_flight = running.len(), grace_s = ctx.grace.as_secs(), "draining");
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, running.join_next()).await {
+            Ok(Some(Ok((ticket, pending, attempts)))) => {
+                queue.finish(ticket);
+                if let Err(e) = settle(ctx, channel, pending, attempts).await {
+                    tracing::warn!(error = %e, "could not settle an event while draining; it stays queued");
+                }
+            }
+            Ok(Some(Err(e))) => tracing::error!(error = %e, "an event task failed while draining"),
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    unfinished = running.len(),
+                    "grace period over; unfinished events go back to the queue"
+                );
+                running.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+fn report(ctx: &ConsumerContext, record: OutcomeRecord) {
+    tracing::info!(
+        event_id = %record.event_id,
+        action = record.action.as_deref().unwrap_or("-"),
+        group = record.group.as_deref().unwrap_or("-"),
+        subject = record.subject.as_deref().unwrap_or("-"),
+        result = record.verdict.as_str(),
+        attempts = record.attempts,
+        api_calls = record.api_calls,
+        duration_ms = record.duration.as_millis() as u64,
+        redelivered = record.redelivered,
+        detail = %record.detail,
+        "event"
+    );
+    // No receiver is fine: observers are optional.
+    let _ = ctx.outcomes.send(record);
+}

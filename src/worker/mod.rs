@@ -1,0 +1,135 @@
+//! The worker: `run(config, shutdown)` starts one consumer task per
+//! provisioner and returns when every task has drained after `shutdown`.
+//! Every event's outcome is logged once and broadcast to observers (the demo,
+//! tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ProvisionerConfig};
+use crate::engine::Provisioner;
+
+mod consumer;
+pub mod order;
+
+/// How an event ended for one provisioner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Applied,
+    Ignored,
+    DeadLettered,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Applied => "applied",
+            Verdict::Ignored => "ignored",
+            Verdict::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// One event's outcome, as logged and broadcast.
+#[derive(Debug, Clone)]
+pub struct OutcomeRecord {
+    pub provisioner: String,
+    pub event_id: String,
+    /// `None` when the body was not a valid event.
+    pub action: Option<String>,
+    pub group: Option<String>,
+    pub subject: Option<String>,
+    pub verdict: Verdict,
+    pub detail: String,
+    pub attempts: u32,
+    pub api_calls: u32,
+    pub duration: Duration,
+    pub redelivered: bool,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("provisioner `{name}`: {source}")]
+    Setup {
+        name: String,
+        source: crate::http::HttpSetupError,
+    },
+    #[error("no provisioners configured")]
+    NoProvisioners,
+}
+
+/// A configured worker, ready to run.
+pub struct Worker {
+    config: Config,
+    provisioners: Vec<(ProvisionerConfig, Arc<dyn Provisioner>)>,
+    outcomes: broadcast::Sender<OutcomeRecord>,
+}
+
+impl Worker {
+    /// Builds every provisioner of the configuration.
+    pub fn new(config: Config) -> Result<Self, WorkerError> {
+        let mut provisioners = Vec::new();
+        for p in &config.provisioners {
+            let built = crate::engine::build(p).map_err(|source| WorkerError::Setup {
+                name: p.name.clone(),
+                source,
+            })?;
+            provisioners.push((p.clone(), built));
+        }
+        Self::with_provisioners(config, provisioners)
+    }
+
+    /// A worker over provisioners built elsewhere (tests, demo).
+    pub fn with_provisioners(
+        config: Config,
+        provisioners: Vec<(ProvisionerConfig, Arc<dyn Provisioner>)>,
+    ) -> Result<Self, WorkerError> {
+        if provisioners.is_empty() {
+            return Err(WorkerError::NoProvisioners);
+        }
+        let (outcomes, _) = broadcast::channel(4096);
+        Ok(Worker {
+            config,
+            provisioners,
+            outcomes,
+        })
+    }
+
+    /// Every outcome from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<OutcomeRecord> {
+        self.outcomes.subscribe()
+    }
+
+    /// Consumes until `shutdown`, then drains: in-flight events finish within
+    /// the grace period or are returned to the queue.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (config, provisioner) in self.provisioners {
+            let ctx = consumer::ConsumerContext {
+                amqp: self.config.amqp.clone(),
+                grace: self.config.shutdown_grace,
+                config,
+                provisioner,
+                outcomes: self.outcomes.clone(),
+            };
+            let span = tracing::info_span!("consumer", provisioner = %ctx.config.name);
+            let stop = shutdown.clone();
+            tasks.spawn(tracing::Instrument::instrument(consumer::consume(ctx, stop), span));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a consumer task ended abnormally");
+            }
+        }
+    }
+}
+
+/// Builds and runs the worker until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    Worker::new(config)?.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Per-subject ordering with concurrency: events start in arrival order
+//! unless an earlier, unfinished event holds a conflicting lock. An add,
+//! update or delete locks its subject exclusively and its group shared; a
+//! membership_sync locks its group exclusively. So events of different
+//! subjects run side by side, one subject's events run strictly in order, and
+//! a group's sync never overlaps a change to one of its members.
+
+use std::collections::VecDeque;
+
+use crate::event::{Event, Subjects};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LockKey {
+    Subject(String),
+    Group(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// The locks an event needs.
+pub fn locks_of(event: &Event) -> Vec<(LockKey, Mode)> {
+    match &event.subjects {
+        Subjects::One { subject, .. } => vec![
+            (LockKey::Subject(subject.clone()), Mode::Exclusive),
+            (LockKey::Group(event.group.clone()), Mode::Shared),
+        ],
+        Subjects::All { .. } => vec![(LockKey::Group(event.group.clone()), Mode::Exclusive)],
+    }
+}
+
+fn conflicts(a: &[(LockKey, Mode)], b: &[(LockKey, Mode)]) -> bool {
+    a.iter().any(|(ka, ma)| {
+        b.iter()
+            .any(|(kb, mb)| ka == kb && (*ma == Mode::Exclusive || *mb == Mode::Exclusive))
+    })
+}
+
+struct Entry<T> {
+    ticket: u64,
+    locks: Vec<(LockKey, Mode)>,
+    /// `Some` while waiting; taken when started.
+    item: Option<T>,
+}
+
+/// The queue of accepted, unfinished events of one provisioner.
+pub struct OrderedQueue<T> {
+    entries: VecDeque<Entry<T>>,
+    next_ticket: u64,
+    running: usize,
+}
+
+impl<T> Default for OrderedQueue<T> {
+    fn default() -> Self {
+        OrderedQueue {
+            entries: VecDeque::new(),
+            next_ticket: 0,
+            running: 0,
+        }
+    }
+}
+
+impl<T> OrderedQueue<T> {
+    /// Accepts an item; returns its ticket.
+    pub fn push(&mut self, locks: Vec<(LockKey, Mode)>, item: T) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.entries.push_back(Entry {
+            ticket,
+            locks,
+            item: Some(item),
+        });
+        ticket
+    }
+
+    /// Items that may start now, at most `limit - running` of them, oldest first.
+    pub fn start_ready(&mut self, limit: usize) -> Vec<(u64, T)> {
+        let mut started = Vec::new();
+        for i in 0..self.entries.len() {
+            if self.running >= limit {
+                break;
+            }
+            if self.entries[i].item.is_none() {
+                continue;
+            }
+            let blocked = (0..i).any(|j| conflicts(&self.entries[j].locks, &self.entries[i].locks));
+            if blocked {
+                continue;
+            }
+            if let Some(item) = self.entries[i].item.take() {
+                self.running += 1;
+                started.push((self.entries[i].ticket, item));
+            }
+        }
+        started
+    }
+
+    /// Marks a started item finished, releasing its locks.
+    pub fn finish(&mut self, ticket: u64) {
+        if let Some(pos) = self.entries.iter().position(|e| e.ticket == ticket) {
+            if let Some(e) = self.entries.remove(pos) {
+                if e.item.is_none() {
+                    self.running = self.running.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Removes every item not started yet (shutdown, lost channel).
+    pub fn take_waiting(&mut self) -> Vec<T> {
+        let mut out = Vec::new();
+        self.entries.retain_mut(|e| match e.item.take() {
+            Some(item) => {
+                out.push(item);
+                false
+            }
+            None => true,
+        });
+        out
+    }
+
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(subject: &str, group: &str) -> Vec<(LockKey, Mode)> {
+        vec![
+            (LockKey::Subject(subject.into()), Mode::Exclusive),
+            (LockKey::Group(group.into()), Mode::Shared),
+        ]
+    }
+
+    fn sync(group: &str) -> Vec<(LockKey, Mode)> {
+        vec![(LockKey::Group(group.into()), Mode::Exclusive)]
+    }
+
+    #[test]
+    fn different_subjects_run_together_same_subject_waits() {
+        let mut q = OrderedQueue::default();
+        q.push(one("a", "g"), "a1");
+        q.push(one("b", "g"), "b1");
+        q.push(one("a", "g"), "a2");
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a1", "b1"]);
+        assert!(q.start_ready(8).is_empty(), "a2 waits for a1");
+        q.finish(0);
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a2"]);
+    }
+
+    #[test]
+    fn a_group_sync_is_a_barrier_for_its_group_only() {
+        let mut q = OrderedQueue::default();
+        q.push(one("a", "g"), "a1");
+        q.push(sync("g"), "sync");
+        q.push(one("b", "g"), "b1");
+        q.push(one("c", "h"), "c1");
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a1", "c1"], "sync waits for a1; b1 waits for sync");
+        q.finish(0);
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["sync"]);
+        q.finish(1);
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["b1"]);
+    }
+
+    #[test]
+    fn concurrency_limit_and_take_waiting() {
+        let mut q = OrderedQueue::default();
+        for s in ["a", "b", "c", "d"] {
+            q.push(one(s, "g"), s);
+        }
+        assert_eq!(q.start_ready(2).len(), 2);
+        assert_eq!(q.running(), 2);
+        assert_eq!(q.take_waiting(), vec!["c", "d"]);
+        assert_eq!(q.len(), 2);
+        q.finish(0);
+        q.finish(1);
+        assert!(q.is_empty());
+        assert_eq!(q.running(), 0);
+    }
+}
