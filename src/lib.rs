@@ -24,3 +24,4 @@ pub mod engine;
 pub mod amqp;
 pub mod worker;
 pub mod commands;
+pub mod mock_target;

@@ -1,1 +1,117 @@
+use super::*;
 
+const REST: &str = r#"
+[rest.accounts.lookup]
+method = "GET"
+url = "/users/{{ match }}"
+ok = [200]
+absent = [404]
+id = "/id"
+"#;
+
+fn parse(text: &str) -> Result<ProvisionerConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    match parse_provisioner(Path::new("/etc/p/zoom.toml"), text, &mut errors) {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(errors),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn defaults_follow_the_original() {
+    let p = match parse(&format!(
+        "kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2/\"\nprovision_group = \"App:Users\"\n{REST}"
+    )) {
+        Ok(p) => p,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert_eq!(p.name, "zoom");
+    assert_eq!(p.queue, "provisioner.zoom");
+    assert_eq!(p.url_prefixes, vec!["https://api.example.com/v2"]);
+    assert_eq!(p.provision_group.as_deref(), Some("app:users"));
+    assert_eq!(p.account_cache_size, 1000);
+    assert_eq!(p.target_group_cache_size, 100);
+    assert_eq!(p.account_cache_validity_period, Duration::ZERO);
+    assert_eq!(p.target_group_retry_delay, Duration::from_secs(20));
+    assert_eq!(p.provision_strategy, ProvisionStrategy::QueryFirst);
+    assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
+    assert_eq!(p.timeout, Duration::from_secs(30));
+    assert_eq!(p.dead_letter_queue(), "provisioner.zoom.dead");
+}
+
+#[test]
+fn unmanaged_logins_take_a_list_or_a_whitespace_separated_string() {
+    let base = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n");
+    for form in ["unmanaged_logins = \"Root  admin\\n\"", "unmanaged_logins = [\"root\", \"ADMIN\"]"] {
+        let p = parse(&format!("{base}{form}\n{REST}")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.unmanaged_logins, vec!["root", "admin"]);
+    }
+    let p = parse(&format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\ngroup_sync_strategy = \"add-members-first\"\ntarget_group_map = {{ \"A:B\" = \"Remote\" }}\n{REST}"
+    ))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
+    assert_eq!(p.target_group_map.get("a:b").map(String::as_str), Some("Remote"));
+}
+
+#[test]
+fn target_group_map_may_come_from_a_json_file_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("map.json"), r#"{"app:staff": "Staff"}"#).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("p.toml");
+    let text = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\ntarget_group_map = \"map.json\"\n{REST}");
+    let mut errs = Vec::new();
+    let p = parse_provisioner(&path, &text, &mut errs).unwrap_or_else(|| panic!("{errs:?}"));
+    assert_eq!(p.target_group_map.get("app:staff").map(String::as_str), Some("Staff"));
+}
+
+#[test]
+fn a_misspelled_key_is_named_with_its_file() {
+    let e = errors(&format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\naccount_cache_sise = 5\n{REST}"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("/etc/p/zoom.toml"), "{}", e[0]);
+    assert!(e[0].contains("account_cache_sise"), "{}", e[0]);
+    assert!(e[0].contains("line 4"), "{}", e[0]);
+}
+
+#[test]
+fn a_missing_required_key_is_named() {
+    let e = errors("url_prefix = \"https://x\"\nprovision_group = \"g\"\n");
+    assert!(e[0].contains("`kind`"), "{}", e[0]);
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let e = errors(&format!(
+        "kind = \"rest\"\nurl_prefix = \"ftp://x\"\nprovision_strategy = \"eager\"\ngroup_sync_strategy = \"lazy\"\naccount_cache_size = 0\nendpoint = \"nohost\"\n{REST}"
+    ));
+    let all = e.join("\n");
+    for key in ["url_prefix", "provision_strategy", "group_sync_strategy", "account_cache_size", "endpoint", "provision_group"] {
+        assert!(all.contains(&format!("`{key}`")), "{key} missing in:\n{all}");
+    }
+    assert!(e.iter().all(|l| l.contains("fix:")), "{all}");
+}
+
+#[test]
+fn worker_file_reports_provisioner_errors_and_duplicate_names() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = dir.path().join("p");
+    std::fs::create_dir(&p).unwrap_or_else(|e| panic!("{e}"));
+    let good = format!("name = \"same\"\nkind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{REST}");
+    std::fs::write(p.join("a.toml"), &good).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(p.join("b.toml"), good.replace("provisioner", "x")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("worker.toml"), "provisioners = \"p\"\n[amqp]\nprefetch = 0\n").unwrap_or_else(|e| panic!("{e}"));
+    let err = match load(&dir.path().join("worker.toml")) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("amqp.prefetch"), "{err}");
+    assert!(err.contains("name `same` is also used"), "{err}");
+}

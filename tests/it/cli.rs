@@ -1,0 +1,87 @@
+//! The `provisioner` binary's offline commands.
+
+use std::process::Command;
+
+use crate::support::repo_path;
+
+fn provisioner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_provisioner"))
+}
+
+fn check(files: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("p");
+    std::fs::create_dir(&pdir).unwrap();
+    for (name, text) in files {
+        std::fs::write(pdir.join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("worker.toml"), "provisioners = \"p\"\n").unwrap();
+    let out = provisioner()
+        .args(["--config", dir.path().join("worker.toml").to_str().unwrap(), "check"])
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn example() -> String {
+    std::fs::read_to_string(repo_path("provisioners/example.toml")).unwrap()
+}
+
+#[test]
+fn check_accepts_the_shipped_configuration() {
+    let out = provisioner()
+        .args(["--config", repo_path("config/worker.toml").to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("provisioner `example`"), "{stdout}");
+}
+
+#[test]
+fn check_names_file_and_key_of_a_misspelled_key() {
+    let text = example().replace("provision_strategy", "provision_stratgy");
+    let (ok, _, err) = check(&[("zoom.toml", &text)]);
+    assert!(!ok);
+    assert!(err.contains("zoom.toml"), "{err}");
+    assert!(err.contains("provision_stratgy"), "{err}");
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn check_names_file_and_key_of_a_missing_required_key() {
+    let text = example().replace("kind = \"rest\"\n", "");
+    let (ok, _, err) = check(&[("zoom.toml", &text)]);
+    assert!(!ok);
+    assert!(err.contains("zoom.toml") && err.contains("`kind`"), "{err}");
+}
+
+#[test]
+fn check_reports_every_problem_at_once() {
+    let text = example()
+        .replace("provision_strategy = \"query-first\"", "provision_strategy = \"fastest\"")
+        .replace("group_sync_strategy = \"add-member-first\"", "group_sync_strategy = \"whatever\"");
+    let (ok, _, err) = check(&[("a.toml", &text), ("b.toml", "kind = \"rest\"\nurl_prefix = \"x\"\n")]);
+    assert!(!ok);
+    for needle in ["a.toml", "provision_strategy", "group_sync_strategy", "b.toml"] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+}
+
+#[test]
+fn check_never_prints_a_secret() {
+    let text = example().replace(
+        "# [auth]\n# scheme = \"bearer\"\n# client_secret = { env = \"EXAMPLE_API_TOKEN\" }",
+        "[auth]\nscheme = \"bearer\"\nclient_secret = \"tok-SECRET-123\"",
+    );
+    assert!(text.contains("tok-SECRET-123"));
+    let (ok, out, err) = check(&[("s.toml", &text)]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("tok-SECRET-123") && !err.contains("tok-SECRET-123"), "{out}");
+    assert!(out.contains("auth: bearer"));
+}

@@ -1,0 +1,115 @@
+//! What the consumer guarantees: invalid input parked with its reason while
+//! the worker goes on; reconnection when the broker drops the connection.
+
+use std::collections::BTreeSet;
+
+use provisioner::amqp::header_str;
+use provisioner::worker::Verdict;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_are_dead_lettered_with_a_reason_and_the_worker_goes_on() {
+    let _broker = shared().await;
+    let mut h = Harness::start("").await;
+    let bad: Vec<(&[u8], &str)> = vec![
+        (b"{not json", "not JSON"),
+        (br#"{"action":"rename","group":"app:example:users","subject":"a"}"#, "unknown action"),
+        (br#"{"action":"add","group":"app:example:users"}"#, "missing field `subject`"),
+        (br#"{"action":"add","group":"app:example:users","subject":["a"]}"#, "`subject` is an array"),
+        (b"\xff\xfe\xfd", "not UTF-8"),
+    ];
+    for (body, _) in &bad {
+        h.publish_raw(body).await;
+    }
+    h.publish(add(USERS, "ok", "ok@example.edu", "O", "K")).await;
+    let outcomes = h.outcomes(bad.len() + 1).await;
+    let dead = outcomes.iter().filter(|o| o.verdict == Verdict::DeadLettered).count();
+    assert_eq!(dead, bad.len());
+    assert!(h.mock.user("ok@example.edu").is_some(), "the valid event after them was applied");
+
+    let parked = h.dead_letters().await;
+    assert_eq!(parked.len(), bad.len());
+    for ((body, why), (parked_body, props)) in bad.iter().zip(&parked) {
+        assert_eq!(parked_body.as_bytes(), String::from_utf8_lossy(body).as_bytes(), "original body kept");
+        let reason = header_str(props, "x-error").unwrap();
+        assert!(reason.contains(why), "{reason} should say {why}");
+        assert_eq!(header_str(props, "x-provisioner").as_deref(), Some("example"));
+        assert!(header_str(props, "x-dead-lettered-at").is_some());
+    }
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_target_failure_is_dead_lettered_and_others_proceed() {
+    let _broker = shared().await;
+    let mut h = Harness::start("").await;
+    h.mock.fail_matching("GET", "/users/bad", 400);
+    h.publish(add(USERS, "bad", "bad@example.edu", "B", "B")).await;
+    for i in 0..20 {
+        h.publish(add(USERS, &format!("g{i}"), &format!("g{i}@example.edu"), "G", "G")).await;
+    }
+    let outcomes = h.outcomes(21).await;
+    let bad = outcomes.iter().find(|o| o.subject.as_deref() == Some("bad")).unwrap();
+    assert_eq!(bad.verdict, Verdict::DeadLettered);
+    assert_eq!(bad.attempts, 1, "a 400 is not retried");
+    assert_eq!(h.mock.users().len(), 20);
+    let parked = h.dead_letters().await;
+    assert_eq!(parked.len(), 1);
+    assert!(header_str(&parked[0].1, "x-error").unwrap().contains("400"));
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_until_applied() {
+    let _broker = shared().await;
+    let mut h = Harness::start("retry = { initial_backoff_ms = 50, max_backoff_s = 1 }").await;
+    h.mock.fail_next(3, 503);
+    h.publish(add(USERS, "t", "t@example.edu", "T", "T")).await;
+    let o = h.outcome().await;
+    assert_eq!(o.verdict, Verdict::Applied, "{o:?}");
+    assert_eq!(o.attempts, 4);
+    assert!(h.mock.user("t@example.edu").is_some());
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reconnects_when_the_broker_closes_every_connection() {
+    let _broker = exclusive().await;
+    // Paced so that the connections are closed while events are still flowing.
+    let mut h = Harness::start("account_sync_rate_limit_ms = 15\nconcurrency = 4").await;
+    let n = 150;
+    for i in 0..n {
+        h.publish(add(USERS, &format!("r{i}"), &format!("r{i}@example.edu"), "R", "R")).await;
+    }
+    let before = h.outcomes(20).await;
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["close_all_connections", "fault injection by the test suite"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    // Every event ends applied; some may be applied twice (redelivered), which is harmless.
+    let mut done: BTreeSet<String> = before.iter().filter_map(|o| o.subject.clone()).collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    while done.len() < n {
+        match tokio::time::timeout_at(deadline, h.outcomes.recv()).await {
+            Ok(Ok(o)) => {
+                assert_eq!(o.verdict, Verdict::Applied, "{o:?}");
+                done.extend(o.subject);
+            }
+            other => panic!("{} of {n} applied: {other:?}", done.len()),
+        }
+    }
+    assert_eq!(h.mock.users().len(), n);
+    // The test's own publishing connection was closed too; clean up through a new one.
+    h.shutdown.cancel();
+    if let Some(w) = h.worker.take() {
+        w.await.unwrap();
+    }
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    for q in [h.queue.clone(), format!("{}.dead", h.queue)] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real RabbitMQ broker (through lapin) and the
+//! project's mock target, which records every request it receives.
+//! One test binary, so everything links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cli;
+mod delivery;
+mod options;
+mod sync;
