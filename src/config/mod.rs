@@ -17,6 +17,7 @@ pub use secret::{Secret, SecretSource};
 
 use crate::http::auth::{AuthConfig, AuthFile};
 use crate::target::rest::config::{RestConfig, RestFile};
+use crate::target::scim::config::{ScimConfig, ScimFile};
 
 /// Default worker file location.
 pub const DEFAULT_WORKER_FILE: &str = "config/worker.toml";
@@ -208,6 +209,8 @@ pub struct ProvisionerFile {
     pub retry: RetryFile,
     /// The API description for `kind = "rest"`.
     pub rest: Option<RestFile>,
+    /// Overrides of the SCIM defaults for `kind = "scim"`.
+    pub scim: Option<ScimFile>,
 }
 
 fn default_account_cache_size() -> usize {
@@ -366,12 +369,14 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone)]
 pub enum KindConfig {
     Rest(RestConfig),
+    Scim(ScimConfig),
 }
 
 impl KindConfig {
     pub fn name(&self) -> &'static str {
         match self {
             KindConfig::Rest(_) => "rest",
+            KindConfig::Scim(_) => "scim",
         }
     }
 }
@@ -848,6 +853,9 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
         }
     }
 
+    if f.kind != "scim" && f.scim.is_some() {
+        p.add("scim", "`[scim]` is only for `kind = \"scim\"`", "remove the table or change `kind`");
+    }
     if f.kind != "rest" && f.rest.is_some() {
         p.add(
             "rest",
@@ -867,6 +875,8 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
                 None
             }
         },
+        "scim" => crate::target::scim::config::validate(f.scim.unwrap_or_default(), p)
+            .map(KindConfig::Scim),
         other => {
             p.add(
                 "kind",

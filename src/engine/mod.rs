@@ -16,6 +16,7 @@ use crate::target::{
     TargetError, TargetResult,
 };
 
+pub mod breaker;
 pub mod cache;
 pub mod pace;
 pub mod retry;

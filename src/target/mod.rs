@@ -13,6 +13,7 @@ use crate::event::Attributes;
 use crate::http::HttpClient;
 
 pub mod rest;
+pub mod scim;
 
 /// The identifier the remote API uses for an account or a group.
 pub type ApiId = String;
@@ -191,6 +192,7 @@ pub trait TargetApi: Send + Sync {
 pub fn build(config: &ProvisionerConfig, http: HttpClient) -> Arc<dyn TargetApi> {
     match &config.kind {
         KindConfig::Rest(rest) => Arc::new(rest::RestTarget::new(rest.clone(), http)),
+        KindConfig::Scim(scim) => Arc::new(scim::ScimTarget::new(scim.clone(), http)),
     }
 }
 
@@ -199,5 +201,6 @@ pub fn build(config: &ProvisionerConfig, http: HttpClient) -> Arc<dyn TargetApi>
 pub fn missing_operations(config: &ProvisionerConfig) -> Vec<(String, String, String)> {
     match &config.kind {
         KindConfig::Rest(rest) => rest::config::missing_operations(rest, config.needs()),
+        KindConfig::Scim(scim) => scim::config::missing_operations(scim, config.needs()),
     }
 }

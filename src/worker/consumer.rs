@@ -23,6 +23,7 @@ use super::order::{locks_of, OrderedQueue};
 use super::{OutcomeRecord, Verdict};
 use crate::amqp::{self, AmqpError, DeadLetter};
 use crate::config::{AmqpConfig, ProvisionerConfig};
+use crate::engine::breaker::CircuitBreaker;
 use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::{OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
@@ -33,6 +34,8 @@ pub(super) struct ConsumerContext {
     pub config: ProvisionerConfig,
     pub provisioner: Arc<dyn Provisioner>,
     pub outcomes: broadcast::Sender<OutcomeRecord>,
+    /// Lives across sessions: a broker reconnect says nothing about the target.
+    pub breaker: Arc<CircuitBreaker>,
 }
 
 enum SessionEnd {
@@ -123,6 +126,9 @@ async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<
                 }
                 start_ready(ctx, &mut queue, &mut running);
             }
+            _ = breaker_reopens(&ctx.breaker), if !queue.is_empty() => {
+                start_ready(ctx, &mut queue, &mut running);
+            }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     if let Err(e) = accept(ctx, &channel, &mut queue, delivery).await {
@@ -195,9 +201,20 @@ async fn accept(
     }
 }
 
+/// Resolves when an open circuit breaker lets a probe through; never while closed.
+async fn breaker_reopens(breaker: &CircuitBreaker) {
+    match breaker.reopens_at() {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut JoinSet<Finished>) {
-    for (ticket, pending) in queue.start_ready(ctx.config.concurrency) {
+    let free = ctx.config.concurrency.saturating_sub(queue.running());
+    let admitted = ctx.breaker.admit(free);
+    for (ticket, pending) in queue.start_ready(queue.running() + admitted) {
         let provisioner = ctx.provisioner.clone();
+        let breaker = ctx.breaker.clone();
         let policy = ctx.config.retry.clone();
         let span = tracing::info_span!(
             "event",
@@ -212,6 +229,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                     &policy,
                     || provisioner.apply(event),
                     |attempt, error, wait| {
+                        breaker.record(true);
                         tracing::warn!(
                             attempt,
                             retry_in_ms = wait.as_millis() as u64,
@@ -221,6 +239,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                     },
                 )
                 .await;
+                breaker.record(attempts.result.as_ref().is_err_and(|e| e.is_transient()));
                 (ticket, pending, attempts)
             }
             .instrument(span),

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProvisionerConfig};
+use crate::engine::breaker::{BreakerPolicy, CircuitBreaker};
 use crate::engine::Provisioner;
 
 mod consumer;
@@ -115,6 +116,7 @@ impl Worker {
                 config,
                 provisioner,
                 outcomes: self.outcomes.clone(),
+                breaker: Arc::new(CircuitBreaker::new(BreakerPolicy::default())),
             };
             let span = tracing::info_span!("consumer", provisioner = %ctx.config.name);
             let stop = shutdown.clone();
