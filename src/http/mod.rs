@@ -1,30 +1,40 @@
 //! HTTP to target APIs: one [`HttpClient`] per provisioner, holding the
-//! connection pool, the node list (failover), authentication, timeouts and the
-//! response size cap. It turns transport failures into [`TargetError`]s and
-//! returns every HTTP answer as it is: what a status means is the adapter's call.
+//! connection pool, the node list (failover), authentication, the
+//! on-behalf-of header, timeouts and the response size cap. It turns
+//! transport failures into [`TargetError`]s and returns every HTTP answer as
+//! it is: what a status means is the adapter's call.
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
-use crate::config::ProvisionerConfig;
+use crate::config::{OnBehalfOf, ProvisionerConfig, TlsConfig};
 use crate::target::TargetError;
 
 pub mod auth;
 
 /// One request, described relative to the provisioner's `url_prefix`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
     /// Operation name for logs and errors, e.g. `accounts.create`.
     pub operation: String,
     pub method: Method,
-    /// Path and query relative to `url_prefix`, already percent-encoded, starting with `/`.
+    /// Path and query relative to `url_prefix`, already percent-encoded,
+    /// starting with `/`; or an absolute URL on the same origin as a
+    /// `url_prefix` (paging `next` links).
     pub path_and_query: String,
     pub body: Option<serde_json::Value>,
     /// The event's actor, for the on-behalf-of header.
     pub actor: Option<String>,
+    /// `Content-Type` of the body; `None` is `application/json`. SCIM wants
+    /// `application/scim+json`.
+    pub content_type: Option<&'static str>,
+    /// `Accept` header, when the target needs one.
+    pub accept: Option<&'static str>,
 }
 
 /// A target's answer.
@@ -41,8 +51,9 @@ impl HttpResponse {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| TargetError::permanent(format!("{operation}: response is not JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            TargetError::permanent(format!("{operation}: response is not JSON: {e}"))
+        })
     }
 
     /// The start of the body, for error messages.
@@ -79,15 +90,21 @@ pub enum HttpSetupError {
         path: String,
         reason: String,
     },
+    #[error("`endpoint` {0}")]
+    Endpoint(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
 
 struct Inner {
     client: reqwest::Client,
-    prefixes: Vec<String>,
+    /// The equivalent nodes, without trailing `/`.
+    prefixes: Vec<url::Url>,
+    /// Index of the node that answered last; tried first.
+    healthy: AtomicUsize,
     auth: auth::Authenticator,
-    timeout: Duration,
+    on_behalf_of: Option<OnBehalfOf>,
+    max_response_bytes: usize,
 }
 
 /// The HTTP side of one provisioner. Cheap to clone.
@@ -96,58 +113,237 @@ pub struct HttpClient {
     inner: Arc<Inner>,
 }
 
+fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, HttpSetupError> {
+    std::fs::read(path).map_err(|e| HttpSetupError::File {
+        what,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Adds a custom CA and a client certificate to a client builder.
+pub fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsConfig,
+) -> Result<reqwest::ClientBuilder, HttpSetupError> {
+    if let Some(ca) = &tls.ca_file {
+        let pem = read_file("CA file", ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpSetupError::File {
+            what: "CA file",
+            path: ca.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let mut pem = read_file("client certificate", cert)?;
+        pem.push(b'\n');
+        pem.extend(read_file("client key", key)?);
+        // The error would not name the key's content, but keep it generic anyway.
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| HttpSetupError::File {
+            what: "client certificate/key pair",
+            path: cert.display().to_string(),
+            reason: "not a PEM certificate with its PKCS#8/RSA/EC private key".into(),
+        })?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
+}
+
 impl HttpClient {
     pub fn new(config: &ProvisionerConfig) -> Result<Self, HttpSetupError> {
-        let client = reqwest::Client::builder()
+        let prefixes = config
+            .url_prefixes
+            .iter()
+            .map(|p| url::Url::parse(p).map_err(|e| HttpSetupError::Client(format!("url_prefix `{p}`: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
-            .build()
-            .map_err(|e| HttpSetupError::Client(e.to_string()))?;
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            // Redirects could carry credentials to another host.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = &config.tls {
+            builder = with_tls(builder, tls)?;
+        }
+        if let Some(endpoint) = &config.endpoint {
+            let addr: SocketAddr = endpoint
+                .to_socket_addrs()
+                .map_err(|e| HttpSetupError::Endpoint(format!("`{endpoint}` does not resolve: {e}")))?
+                .next()
+                .ok_or_else(|| HttpSetupError::Endpoint(format!("`{endpoint}` resolves to nothing")))?;
+            for p in &prefixes {
+                if let Some(host) = p.host_str() {
+                    builder = builder.resolve(host, addr);
+                }
+            }
+        }
+        let client = builder.build().map_err(|e| HttpSetupError::Client(e.to_string()))?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
+                auth: auth::Authenticator::new(&config.auth, client.clone()),
                 client,
-                prefixes: config.url_prefixes.clone(),
-                auth: auth::Authenticator::new(&config.auth),
-                timeout: config.timeout,
+                prefixes,
+                healthy: AtomicUsize::new(0),
+                on_behalf_of: config.on_behalf_of.clone(),
+                max_response_bytes: config.max_response_bytes,
             }),
         })
     }
 
-    /// Sends one request. `Ok` for every HTTP answer; `Err` only when no answer came.
-    pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TargetError> {
+    /// The URL of a request on node `node`.
+    fn url_on(&self, node: usize, path_and_query: &str) -> Result<url::Url, TargetError> {
         let prefix = self
             .inner
             .prefixes
-            .first()
+            .get(node)
             .ok_or_else(|| TargetError::permanent("no url_prefix configured"))?;
-        let url = format!("{prefix}{}", req.path_and_query);
-        let mut builder = self
-            .inner
-            .client
-            .request(req.method.clone(), &url)
-            .timeout(self.inner.timeout);
-        builder = self.inner.auth.apply(builder);
-        if let Some(body) = &req.body {
-            builder = builder.json(body);
+        if path_and_query.starts_with("http://") || path_and_query.starts_with("https://") {
+            let u = url::Url::parse(path_and_query)
+                .map_err(|e| TargetError::permanent(format!("bad link from the target: {e}")))?;
+            let same_origin = self.inner.prefixes.iter().any(|p| p.origin() == u.origin());
+            if !same_origin {
+                // A paging link to another host could leak credentials there.
+                return Err(TargetError::permanent(format!(
+                    "the target linked to another origin ({}); refused",
+                    u.origin().ascii_serialization()
+                )));
+            }
+            return Ok(u);
         }
-        let resp = builder.send().await.map_err(|e| {
-            TargetError::transient(format!(
-                "{}: {} {}: {e}",
-                req.operation, req.method, req.path_and_query
-            ))
+        let base = prefix.as_str().trim_end_matches('/');
+        let joined = format!("{base}{path_and_query}");
+        url::Url::parse(&joined).map_err(|e| TargetError::permanent(format!("bad request URL: {e}")))
+    }
+
+    /// Sends one request. `Ok` for every HTTP answer; `Err` only when no
+    /// answer came. Unreachable nodes (connect error, timeout) are skipped in
+    /// order; a 401/419 with a token scheme re-authenticates and retries once.
+    pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TargetError> {
+        let mut resp = self.send_failover(&req).await?;
+        if matches!(resp.status, 401 | 419) && self.inner.auth.can_refresh() {
+            tracing::info!(operation = %req.operation, status = resp.status, "re-authenticating once");
+            self.inner.auth.invalidate().await;
+            resp = self.send_failover(&req).await?;
+        }
+        Ok(resp)
+    }
+
+    async fn send_failover(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+        let nodes = self.inner.prefixes.len().max(1);
+        let first = self.inner.healthy.load(Ordering::Relaxed) % nodes;
+        let mut last_err = None;
+        for i in 0..nodes {
+            let node = (first + i) % nodes;
+            match self.send_to(node, req).await {
+                Ok(resp) => {
+                    if node != first {
+                        tracing::warn!(node = %self.inner.prefixes[node], "failed over to another node");
+                        self.inner.healthy.store(node, Ordering::Relaxed);
+                    }
+                    return Ok(resp);
+                }
+                Err(Unreachable(e)) => last_err = Some(e),
+                Err(Answered(e)) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| TargetError::transient("no node reachable")))
+    }
+
+    async fn send_to(&self, node: usize, req: &HttpRequest) -> Result<HttpResponse, SendFailure> {
+        let url = self.url_on(node, &req.path_and_query).map_err(Answered)?;
+        let body = match &req.body {
+            Some(v) => Some(serde_json::to_vec(v).map_err(|e| Answered(TargetError::permanent(e.to_string())))?),
+            None => None,
+        };
+        let parts = auth::RequestParts {
+            method: &req.method,
+            url: &url,
+            body: body.as_deref(),
+        };
+        let auth_headers = self.inner.auth.headers(&parts).await.map_err(Answered)?;
+        let mut builder = self.inner.client.request(req.method.clone(), url.clone());
+        for (name, value) in auth_headers {
+            builder = builder.header(name, value);
+        }
+        if let (Some(obo), Some(actor)) = (&self.inner.on_behalf_of, &req.actor) {
+            let value = crate::template::render_str(&obo.value, &minijinja::context! { actor => actor })
+                .map_err(|e| Answered(TargetError::permanent(format!("on_behalf_of.value: {e}"))))?;
+            builder = builder.header(obo.header.as_str(), value);
+        }
+        if let Some(accept) = req.accept {
+            builder = builder.header(reqwest::header::ACCEPT, accept);
+        }
+        if let Some(bytes) = body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, req.content_type.unwrap_or("application/json"))
+                .body(bytes);
+        }
+        let what = format!("{} {} {}", req.operation, req.method, url.path());
+        let mut resp = builder.send().await.map_err(|e| {
+            let err = TargetError::transient(format!("{what}: {}", describe(&e)));
+            if e.is_connect() || e.is_timeout() {
+                Unreachable(err)
+            } else {
+                Answered(err)
+            }
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| {
-                TargetError::transient(format!("{}: reading response: {e}", req.operation))
-            })?
-            .to_vec();
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.inner.max_response_bytes {
+                        return Err(Answered(TargetError::permanent(format!(
+                            "{what}: response larger than max_response_bytes ({})",
+                            self.inner.max_response_bytes
+                        ))));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Answered(TargetError::transient(format!(
+                        "{what}: reading the response: {}",
+                        describe(&e)
+                    ))))
+                }
+            }
+        }
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+enum SendFailure {
+    /// No connection or no answer in time: another node may do.
+    Unreachable(TargetError),
+    /// Anything else: trying another node would not help.
+    Answered(TargetError),
+}
+use SendFailure::{Answered, Unreachable};
+
+/// A reqwest error without its URL (which may carry a query with secrets).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
     }
 }
