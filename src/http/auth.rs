@@ -4,6 +4,7 @@
 //! 401/419 from the target drops the cached token ([`Authenticator::invalidate`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -371,7 +372,12 @@ pub struct Authenticator {
     token: tokio::sync::Mutex<Option<CachedToken>>,
     /// For token and login requests.
     client: reqwest::Client,
+    /// When tokens are fresh; an input so that tests control it.
+    clock: Clock,
 }
+
+/// A source of "now" for token expiry.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 fn header_value(s: &str) -> Result<HeaderValue, TargetError> {
     HeaderValue::from_str(s).map_err(|_| TargetError::permanent("auth: the credential is not a valid header value"))
@@ -386,7 +392,14 @@ impl Authenticator {
             config: config.clone(),
             token: tokio::sync::Mutex::new(None),
             client,
+            clock: Arc::new(Instant::now),
         }
+    }
+
+    /// Replaces the clock used for token expiry (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -455,7 +468,7 @@ impl Authenticator {
     async fn cached_token(&self) -> Result<Secret, TargetError> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
-            if Instant::now() < t.refresh_at {
+            if (self.clock)() < t.refresh_at {
                 return Ok(t.value.clone());
             }
         }
@@ -494,7 +507,7 @@ impl Authenticator {
                 let expires_in = json.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(3600);
                 Ok(CachedToken {
                     value: Secret::new(token),
-                    refresh_at: Instant::now() + Duration::from_secs(expires_in).saturating_sub(EXPIRY_MARGIN.min(Duration::from_secs(expires_in / 2))),
+                    refresh_at: (self.clock)() + Duration::from_secs(expires_in).saturating_sub(EXPIRY_MARGIN.min(Duration::from_secs(expires_in / 2))),
                 })
             }
             AuthConfig::Login { login_url, username, password, form, body, token_pointer, token_ttl, .. } => {
@@ -544,7 +557,7 @@ impl Authenticator {
                 }
                 Ok(CachedToken {
                     value: Secret::new(token),
-                    refresh_at: Instant::now() + *token_ttl,
+                    refresh_at: (self.clock)() + *token_ttl,
                 })
             }
             _ => Err(TargetError::permanent("auth: this scheme has no token")),
