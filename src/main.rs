@@ -21,11 +21,14 @@ enum Command {
     Run,
     /// Validate all configuration offline and print a summary (secrets redacted).
     Check,
-    /// Publish JSON-lines events to a queue (persistent, with publisher confirms).
+    /// Publish JSON-lines events (persistent, with publisher confirms).
     Publish {
         /// Queue to publish to.
+        #[arg(long, required_unless_present = "provisioner", conflicts_with = "provisioner")]
+        queue: Option<String>,
+        /// Publish where this provisioner consumes (through its partitions, if any).
         #[arg(long)]
-        queue: String,
+        provisioner: Option<String>,
         /// File of JSON lines, or `-` for standard input.
         #[arg(default_value = "-")]
         file: String,
@@ -66,7 +69,16 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run => commands::run(&cli.config).await,
             Command::Check => commands::check(&cli.config),
-            Command::Publish { queue, file } => commands::publish(&cli.config, &queue, &file).await,
+            Command::Publish { queue, provisioner, file } => match (&queue, &provisioner) {
+                (Some(q), _) => commands::publish(&cli.config, commands::PublishTarget::Queue(q), &file).await,
+                (None, Some(p)) => {
+                    commands::publish(&cli.config, commands::PublishTarget::Provisioner(p), &file).await
+                }
+                (None, None) => {
+                    eprintln!("error: give --queue QUEUE or --provisioner NAME");
+                    Ok(commands::EXIT_CONFIG)
+                }
+            },
             Command::Demo => commands::demo().await,
             Command::DeadLetters { action } => match action {
                 DeadLetterAction::List { provisioner, limit } => {

@@ -5,11 +5,14 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, ProvisionerConfig, QueueType};
 
 /// Why talking to the broker failed. Messages never contain the URL's password.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum AmqpError {
     Nacked(String),
     #[error("the channel closed before the delivery could be acknowledged; the broker requeues it")]
     ChannelGone,
+    #[error("`partitions` needs the consistent-hash exchange plugin: run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on the broker")]
+    Plugin,
 }
 
 /// How long a connection attempt may take; lapin can hang on some failures.
@@ -101,19 +106,162 @@ fn tls_config(tls: &crate::config::TlsConfig) -> Result<lapin::tcp::OwnedTLSConf
     })
 }
 
-/// Declares a provisioner's durable queue and its dead-letter queue.
-pub async fn declare_queues(channel: &Channel, queue: &str, dead_letter: &str) -> Result<(), AmqpError> {
+/// The broker objects of one provisioner.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// The queue producers publish to; with partitions, the name of the
+    /// consistent-hash exchange instead.
+    pub queue: String,
+    pub partitions: u16,
+    pub dead_letter: String,
+    pub queue_type: QueueType,
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn of(p: &ProvisionerConfig, amqp: &AmqpConfig) -> Topology {
+        Topology {
+            queue: p.queue.clone(),
+            partitions: p.partitions,
+            dead_letter: p.dead_letter_queue(),
+            queue_type: amqp.queue_type,
+            delivery_limit: amqp.delivery_limit,
+        }
+    }
+
+    /// One classic queue and its dead-letter queue.
+    pub fn plain(queue: &str) -> Topology {
+        Topology {
+            queue: queue.to_string(),
+            partitions: 0,
+            dead_letter: format!("{queue}.dead"),
+            queue_type: QueueType::Classic,
+            delivery_limit: 20,
+        }
+    }
+
+    /// The queues consumed.
+    pub fn consumed(&self) -> Vec<String> {
+        if self.partitions == 0 {
+            vec![self.queue.clone()]
+        } else {
+            (0..self.partitions).map(|i| format!("{}.{i}", self.queue)).collect()
+        }
+    }
+
+    fn queue_args(&self, single_active: bool) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            // Crash loops end in the dead-letter queue instead of spinning forever.
+            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32));
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.dead_letter.as_str().into()),
+            );
+        }
+        if single_active {
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        args
+    }
+}
+
+/// Declares the topology (idempotent): the dead-letter queue, then either the
+/// queue or the consistent-hash exchange with its partition queues.
+pub async fn declare(channel: &Channel, t: &Topology) -> Result<(), AmqpError> {
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let mut dead_args = FieldTable::default();
+    if t.queue_type == QueueType::Quorum {
+        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
     channel
-        .queue_declare(queue.into(), durable, FieldTable::default())
+        .queue_declare(t.dead_letter.as_str().into(), durable, dead_args)
         .await?;
+    if t.partitions == 0 {
+        channel
+            .queue_declare(t.queue.as_str().into(), durable, t.queue_args(false))
+            .await?;
+        return Ok(());
+    }
     channel
-        .queue_declare(dead_letter.into(), durable, FieldTable::default())
-        .await?;
+        .exchange_declare(
+            t.queue.as_str().into(),
+            lapin::ExchangeKind::Custom(HASH_EXCHANGE.into()),
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("exchange type") {
+                AmqpError::Plugin
+            } else {
+                AmqpError::Broker(e)
+            }
+        })?;
+    for q in t.consumed() {
+        channel
+            .queue_declare(q.as_str().into(), durable, t.queue_args(true))
+            .await?;
+        // The binding key of a consistent-hash exchange is the partition's weight.
+        channel
+            .queue_bind(
+                q.as_str().into(),
+                t.queue.as_str().into(),
+                "1".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     Ok(())
+}
+
+const HASH_EXCHANGE: &str = "x-consistent-hash";
+
+/// Declares a plain classic queue and its dead-letter queue.
+pub async fn declare_queues(channel: &Channel, queue: &str, dead_letter: &str) -> Result<(), AmqpError> {
+    let mut t = Topology::plain(queue);
+    t.dead_letter = dead_letter.to_string();
+    declare(channel, &t).await
+}
+
+/// The partition key of an event body: its subject, or for a membership_sync
+/// its group (lowercased, as the worker compares them). Bodies that are not
+/// events hash as empty.
+pub fn partition_key(body: &[u8]) -> String {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let field = match obj.get("action").and_then(|a| a.as_str()) {
+        Some("membership_sync") => "group",
+        _ => "subject",
+    };
+    obj.get(field)
+        .and_then(|v| v.as_str())
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// Publishes an event where the provisioner will consume it: to its queue,
+/// or through its consistent-hash exchange keyed by [`partition_key`].
+pub async fn publish_event(
+    channel: &Channel,
+    t: &Topology,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    if t.partitions == 0 {
+        return publish_confirmed(channel, &t.queue, body, properties).await;
+    }
+    publish_to(channel, &t.queue, &partition_key(body), body, properties).await
 }
 
 /// A channel in confirm mode, for publishing.
@@ -131,10 +279,21 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), AmqpError> {
+    publish_to(channel, "", queue, body, properties).await
+}
+
+async fn publish_to(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    let queue = if exchange.is_empty() { routing_key } else { exchange };
     let confirm = channel
         .basic_publish(
-            ShortString::from(""),
-            queue.into(),
+            ShortString::from(exchange),
+            routing_key.into(),
             BasicPublishOptions::default(),
             body,
             properties.with_delivery_mode(2),

@@ -66,10 +66,10 @@ pub async fn list_parked(amqp_config: &AmqpConfig, queue: &str, limit: usize) ->
 /// published with a confirm before it is removed from the dead-letter queue.
 pub async fn requeue_parked(
     amqp_config: &AmqpConfig,
-    dead_letter_queue: &str,
-    target_queue: &str,
+    topology: &amqp::Topology,
     limit: Option<usize>,
 ) -> Result<usize, AmqpError> {
+    let dead_letter_queue = topology.dead_letter.as_str();
     let conn = amqp::connect(amqp_config, "provisioner:dead-letters").await?;
     let channel = amqp::confirm_channel(&conn).await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
@@ -97,7 +97,7 @@ pub async fn requeue_parked(
             if let Some(id) = delivery.properties.message_id() {
                 props = props.with_message_id(id.clone());
             }
-            amqp::publish_confirmed(&channel, target_queue, &delivery.data, props).await?;
+            amqp::publish_event(&channel, topology, &delivery.data, props).await?;
             delivery.acker.ack(BasicAckOptions::default()).await?;
             moved += 1;
         }
@@ -130,7 +130,8 @@ pub async fn dead_letters_requeue(config_path: &Path, name: &str, limit: Option<
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };
-    match requeue_parked(&amqp_config, &p.dead_letter_queue(), &p.queue, limit).await {
+    let topology = amqp::Topology::of(&p, &amqp_config);
+    match requeue_parked(&amqp_config, &topology, limit).await {
         Ok(n) => {
             println!("re-queued {n} event(s) from `{}` to `{}`", p.dead_letter_queue(), p.queue);
             Ok(0)

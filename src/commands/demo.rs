@@ -142,7 +142,7 @@ async fn through_broker(cfg: Config, queue: &str, events: &[String]) {
     for l in &lines {
         println!("  {l}");
     }
-    if let Err(e) = super::publish::publish_lines(&amqp_cfg, queue, &lines).await {
+    if let Err(e) = super::publish::publish_lines(&amqp_cfg, &amqp::Topology::plain(queue), &lines).await {
         eprintln!("error: publishing failed: {e}");
         return;
     }

@@ -15,7 +15,7 @@ mod publish;
 pub use check::check;
 pub use dead_letters::{dead_letters_list, dead_letters_requeue};
 pub use demo::demo;
-pub use publish::publish;
+pub use publish::{publish, PublishTarget};
 
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;

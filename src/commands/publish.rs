@@ -9,17 +9,36 @@ use super::{anyhow_free, EXIT_BROKER};
 use crate::amqp;
 use crate::config::{self, AmqpConfig};
 
-pub async fn publish(config_path: &Path, queue: &str, file: &str) -> anyhow_free::Result {
-    let Some(amqp_config) = broker_config(config_path) else {
-        return Ok(super::EXIT_CONFIG);
+/// `--queue Q` publishes to a plain queue; `--provisioner NAME` publishes
+/// where that provisioner consumes (through its partitions, if it has them).
+pub async fn publish(config_path: &Path, target: PublishTarget<'_>, file: &str) -> anyhow_free::Result {
+    let (amqp_config, topology) = match target {
+        PublishTarget::Queue(queue) => {
+            let Some(amqp_config) = broker_config(config_path) else {
+                return Ok(super::EXIT_CONFIG);
+            };
+            (amqp_config, amqp::Topology::plain(queue))
+        }
+        PublishTarget::Provisioner(name) => {
+            let Some(config) = super::load_config(config_path) else {
+                return Ok(super::EXIT_CONFIG);
+            };
+            let Some(p) = config.provisioners.iter().find(|p| p.name == name) else {
+                eprintln!("error: no provisioner `{name}` in the configuration");
+                return Ok(super::EXIT_CONFIG);
+            };
+            let topology = amqp::Topology::of(p, &config.amqp);
+            (config.amqp, topology)
+        }
     };
+    let queue = topology.queue.clone();
     let lines: Vec<String> = if file == "-" {
         std::io::stdin().lock().lines().collect::<Result<_, _>>()?
     } else {
         std::fs::read_to_string(file)?.lines().map(str::to_string).collect()
     };
     let events: Vec<&str> = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
-    match publish_lines(&amqp_config, queue, &events).await {
+    match publish_lines(&amqp_config, &topology, &events).await {
         Ok(n) => {
             println!("published {n} events to `{queue}` (persistent, confirmed)");
             Ok(0)
@@ -48,11 +67,18 @@ pub fn broker_config(config_path: &Path) -> Option<AmqpConfig> {
     }
 }
 
-/// Publishes each line as one message; the queue is declared durable first.
-pub async fn publish_lines(config: &AmqpConfig, queue: &str, lines: &[&str]) -> Result<usize, amqp::AmqpError> {
+/// Where `publish` sends events.
+pub enum PublishTarget<'a> {
+    Queue(&'a str),
+    Provisioner(&'a str),
+}
+
+/// Publishes each line as one message; the topology is declared first, so
+/// nothing published before the worker first starts is lost.
+pub async fn publish_lines(config: &AmqpConfig, topology: &amqp::Topology, lines: &[&str]) -> Result<usize, amqp::AmqpError> {
     let conn = amqp::connect(config, "provisioner:publish").await?;
     let channel = amqp::confirm_channel(&conn).await?;
-    amqp::declare_queues(&channel, queue, &format!("{queue}.dead")).await?;
+    amqp::declare(&channel, topology).await?;
     for line in lines {
         let mut props = BasicProperties::default().with_content_type("application/json".into());
         if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line) {
@@ -60,7 +86,7 @@ pub async fn publish_lines(config: &AmqpConfig, queue: &str, lines: &[&str]) -> 
                 props = props.with_message_id(id.as_str().into());
             }
         }
-        amqp::publish_confirmed(&channel, queue, line.as_bytes(), props).await?;
+        amqp::publish_event(&channel, topology, line.as_bytes(), props).await?;
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(lines.len())

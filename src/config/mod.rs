@@ -71,6 +71,14 @@ pub struct AmqpFile {
     /// Longest wait between reconnection attempts, in seconds.
     #[serde(default = "default_reconnect_max_s")]
     pub reconnect_max_s: u64,
+    /// `classic` or `quorum` (replicated; recommended for production). Queues
+    /// the worker declares get this type; an existing queue keeps its own.
+    #[serde(default = "default_queue_type")]
+    pub queue_type: String,
+    /// Quorum queues only: deliveries of one message (crash loops included)
+    /// before the broker parks it in the dead-letter queue itself.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
     /// TLS for `amqps://`.
     #[serde(default)]
     pub tls: Option<TlsFile>,
@@ -82,6 +90,8 @@ impl Default for AmqpFile {
             url: default_amqp_url(),
             prefetch: default_prefetch(),
             reconnect_max_s: default_reconnect_max_s(),
+            queue_type: default_queue_type(),
+            delivery_limit: default_delivery_limit(),
             tls: None,
         }
     }
@@ -92,6 +102,12 @@ fn default_amqp_url() -> String {
 }
 fn default_prefetch() -> u16 {
     64
+}
+fn default_queue_type() -> String {
+    "classic".into()
+}
+fn default_delivery_limit() -> u32 {
+    20
 }
 fn default_reconnect_max_s() -> u64 {
     30
@@ -204,6 +220,12 @@ pub struct ProvisionerFile {
     /// Events applied at once (different subjects only; one subject's events stay in order).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// 0: one queue. N > 0: a consistent-hash exchange named `queue` spreads
+    /// events by subject over N queues `<queue>.0` .. `<queue>.<N-1>`, each
+    /// with a single active consumer, so several worker processes keep
+    /// per-subject order (needs the rabbitmq_consistent_hash_exchange plugin).
+    #[serde(default)]
+    pub partitions: u16,
     /// Retry budget for transient failures.
     #[serde(default)]
     pub retry: RetryFile,
@@ -324,6 +346,14 @@ pub struct AmqpConfig {
     pub prefetch: u16,
     pub reconnect_max: Duration,
     pub tls: Option<TlsConfig>,
+    pub queue_type: QueueType,
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +446,7 @@ pub struct ProvisionerConfig {
     pub timeout: Duration,
     pub max_response_bytes: usize,
     pub concurrency: usize,
+    pub partitions: u16,
     pub retry: RetryPolicy,
     pub kind: KindConfig,
 }
@@ -431,6 +462,15 @@ impl ProvisionerConfig {
     /// The dead-letter queue of this provisioner.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
+    }
+
+    /// The queues this provisioner consumes: `queue` itself, or its partitions.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        if self.partitions == 0 {
+            vec![self.queue.clone()]
+        } else {
+            (0..self.partitions).map(|i| format!("{}.{i}", self.queue)).collect()
+        }
     }
 }
 
@@ -515,12 +555,25 @@ fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
     if file.prefetch == 0 {
         p.add("amqp.prefetch", "must be at least 1", "set prefetch = 64");
     }
+    let queue_type = match file.queue_type.as_str() {
+        "classic" => QueueType::Classic,
+        "quorum" => QueueType::Quorum,
+        other => {
+            p.add("amqp.queue_type", format!("unknown queue type `{other}`"), "use \"classic\" or \"quorum\"");
+            QueueType::Classic
+        }
+    };
+    if file.delivery_limit == 0 {
+        p.add("amqp.delivery_limit", "must be at least 1", "set e.g. delivery_limit = 20");
+    }
     let base = p.base_dir();
     let tls = file.tls.map(|t| validate_tls(t, "amqp.tls", &base, p));
     AmqpConfig {
         url: Secret::new(url),
         prefetch: file.prefetch,
         reconnect_max: Duration::from_secs(file.reconnect_max_s.max(1)),
+        queue_type,
+        delivery_limit: file.delivery_limit,
         tls,
     }
 }
@@ -911,6 +964,7 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
         timeout: Duration::from_secs(f.timeout_s.max(1)),
         max_response_bytes: f.max_response_bytes,
         concurrency: f.concurrency.max(1),
+        partitions: f.partitions,
         retry: RetryPolicy {
             max_attempts: f.retry.max_attempts.max(1),
             max_elapsed: Duration::from_secs(f.retry.max_elapsed_s),

@@ -32,6 +32,9 @@ pub(super) struct ConsumerContext {
     pub amqp: AmqpConfig,
     pub grace: Duration,
     pub config: ProvisionerConfig,
+    pub topology: amqp::Topology,
+    /// The queue this task consumes (the provisioner's queue or one partition).
+    pub queue: String,
     pub provisioner: Arc<dyn Provisioner>,
     pub outcomes: broadcast::Sender<OutcomeRecord>,
     /// Lives across sessions: a broker reconnect says nothing about the target.
@@ -71,7 +74,7 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
             backoff = first_backoff;
         }
         tracing::warn!(
-            queue = %ctx.config.queue,
+            queue = %ctx.queue,
             retry_in_ms = backoff.as_millis() as u64,
             %reason,
             "broker connection lost or unavailable; reconnecting"
@@ -91,18 +94,17 @@ async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<
     channel
         .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
         .await?;
-    let dead_letter_queue = ctx.config.dead_letter_queue();
-    amqp::declare_queues(&channel, &ctx.config.queue, &dead_letter_queue).await?;
+    amqp::declare(&channel, &ctx.topology).await?;
     let mut consumer = channel
         .basic_consume(
-            ctx.config.queue.as_str().into(),
+            ctx.queue.as_str().into(),
             format!("provisioner-{}", ctx.config.name).as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
     let consumer_tag = consumer.tag();
-    tracing::info!(queue = %ctx.config.queue, "consuming");
+    tracing::info!(queue = %ctx.queue, "consuming");
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -173,7 +175,7 @@ async fn accept(
         Err(invalid) => {
             let letter = DeadLetter {
                 provisioner: ctx.config.name.clone(),
-                queue: ctx.config.queue.clone(),
+                queue: ctx.queue.clone(),
                 event_id: invalid.id.clone(),
                 reason: invalid.to_string(),
                 attempts: 1,
@@ -276,7 +278,7 @@ async fn settle(
             let reason = format!("{class}: {error}");
             let letter = DeadLetter {
                 provisioner: ctx.config.name.clone(),
-                queue: ctx.config.queue.clone(),
+                queue: ctx.queue.clone(),
                 event_id: event.id.clone(),
                 reason: reason.clone(),
                 attempts: attempts.attempts,

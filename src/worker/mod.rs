@@ -110,17 +110,23 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         for (config, provisioner) in self.provisioners {
-            let ctx = consumer::ConsumerContext {
-                amqp: self.config.amqp.clone(),
-                grace: self.config.shutdown_grace,
-                config,
-                provisioner,
-                outcomes: self.outcomes.clone(),
-                breaker: Arc::new(CircuitBreaker::new(BreakerPolicy::default())),
-            };
-            let span = tracing::info_span!("consumer", provisioner = %ctx.config.name);
-            let stop = shutdown.clone();
-            tasks.spawn(tracing::Instrument::instrument(consumer::consume(ctx, stop), span));
+            let breaker = Arc::new(CircuitBreaker::new(BreakerPolicy::default()));
+            let topology = crate::amqp::Topology::of(&config, &self.config.amqp);
+            for queue in topology.consumed() {
+                let ctx = consumer::ConsumerContext {
+                    amqp: self.config.amqp.clone(),
+                    grace: self.config.shutdown_grace,
+                    config: config.clone(),
+                    topology: topology.clone(),
+                    queue: queue.clone(),
+                    provisioner: provisioner.clone(),
+                    outcomes: self.outcomes.clone(),
+                    breaker: breaker.clone(),
+                };
+                let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
+                let stop = shutdown.clone();
+                tasks.spawn(tracing::Instrument::instrument(consumer::consume(ctx, stop), span));
+            }
         }
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
