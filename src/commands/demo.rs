@@ -48,7 +48,8 @@ fn demo_provisioner(mock_url: &str, queue: &str) -> Result<ProvisionerConfig, St
 }
 
 pub async fn demo() -> anyhow_free::Result {
-    super::init_logging("error", config::LogFormat::Text);
+    // lapin reports its own clean shutdown of short-lived connections as errors.
+    super::init_logging("error,lapin=off", config::LogFormat::Text);
     let mock = match MockTarget::start().await {
         Ok(m) => m,
         Err(e) => {

@@ -82,6 +82,7 @@ impl Event {
     pub fn subject_label(&self) -> String {
         match &self.subjects {
             Subjects::One { subject, .. } => subject.clone(),
+            Subjects::All { subjects, .. } if subjects.len() == 1 => "1 subject".to_string(),
             Subjects::All { subjects, .. } => format!("{} subjects", subjects.len()),
         }
     }

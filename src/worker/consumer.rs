@@ -146,7 +146,7 @@ async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<
     // Anything unfinished was not acknowledged: the broker requeues it when the
     // channel closes, and it is applied again (idempotently) later.
     running.abort_all();
-    let _ = channel.close(200, "bye".into()).await;
+    // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
 }

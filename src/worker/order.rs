@@ -1,11 +1,12 @@
 //! Per-subject ordering with concurrency: events start in arrival order
 //! unless an earlier, unfinished event holds a conflicting lock. An add,
 //! update or delete locks its subject exclusively and its group shared; a
-//! membership_sync locks its group exclusively. So events of different
-//! subjects run side by side, one subject's events run strictly in order, and
-//! a group's sync never overlaps a change to one of its members.
+//! membership_sync locks its group exclusively and each listed subject
+//! shared. So events of different subjects run side by side, one subject's
+//! events run strictly in order (a sync listing a subject included), and a
+//! group's sync never overlaps a change to that group.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::event::{Event, Subjects};
 
@@ -21,27 +22,39 @@ pub enum Mode {
     Exclusive,
 }
 
+/// The locks of one event.
+pub type Locks = HashMap<LockKey, Mode>;
+
 /// The locks an event needs.
-pub fn locks_of(event: &Event) -> Vec<(LockKey, Mode)> {
+pub fn locks_of(event: &Event) -> Locks {
     match &event.subjects {
-        Subjects::One { subject, .. } => vec![
+        Subjects::One { subject, .. } => Locks::from([
             (LockKey::Subject(subject.clone()), Mode::Exclusive),
             (LockKey::Group(event.group.clone()), Mode::Shared),
-        ],
-        Subjects::All { .. } => vec![(LockKey::Group(event.group.clone()), Mode::Exclusive)],
+        ]),
+        Subjects::All { subjects, .. } => {
+            let mut locks: Locks = subjects
+                .iter()
+                .map(|s| (LockKey::Subject(s.clone()), Mode::Shared))
+                .collect();
+            locks.insert(LockKey::Group(event.group.clone()), Mode::Exclusive);
+            locks
+        }
     }
 }
 
-fn conflicts(a: &[(LockKey, Mode)], b: &[(LockKey, Mode)]) -> bool {
-    a.iter().any(|(ka, ma)| {
-        b.iter()
-            .any(|(kb, mb)| ka == kb && (*ma == Mode::Exclusive || *mb == Mode::Exclusive))
+fn conflicts(a: &Locks, b: &Locks) -> bool {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    small.iter().any(|(k, m)| {
+        large
+            .get(k)
+            .is_some_and(|other| *m == Mode::Exclusive || *other == Mode::Exclusive)
     })
 }
 
 struct Entry<T> {
     ticket: u64,
-    locks: Vec<(LockKey, Mode)>,
+    locks: Locks,
     /// `Some` while waiting; taken when started.
     item: Option<T>,
 }
@@ -65,7 +78,7 @@ impl<T> Default for OrderedQueue<T> {
 
 impl<T> OrderedQueue<T> {
     /// Accepts an item; returns its ticket.
-    pub fn push(&mut self, locks: Vec<(LockKey, Mode)>, item: T) -> u64 {
+    pub fn push(&mut self, locks: Locks, item: T) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.entries.push_back(Entry {
@@ -139,15 +152,47 @@ impl<T> OrderedQueue<T> {
 mod tests {
     use super::*;
 
-    fn one(subject: &str, group: &str) -> Vec<(LockKey, Mode)> {
-        vec![
+    fn one(subject: &str, group: &str) -> Locks {
+        Locks::from([
             (LockKey::Subject(subject.into()), Mode::Exclusive),
             (LockKey::Group(group.into()), Mode::Shared),
-        ]
+        ])
     }
 
-    fn sync(group: &str) -> Vec<(LockKey, Mode)> {
-        vec![(LockKey::Group(group.into()), Mode::Exclusive)]
+    fn sync(group: &str) -> Locks {
+        Locks::from([(LockKey::Group(group.into()), Mode::Exclusive)])
+    }
+
+    fn sync_of(group: &str, subjects: &[&str]) -> Locks {
+        let mut l = sync(group);
+        for s in subjects {
+            l.insert(LockKey::Subject((*s).into()), Mode::Shared);
+        }
+        l
+    }
+
+    #[test]
+    fn a_sync_waits_for_earlier_events_of_its_subjects_and_syncs_share_subjects() {
+        let mut q = OrderedQueue::default();
+        q.push(one("a", "users"), "add a");
+        q.push(sync_of("admins", &["a", "b"]), "sync admins");
+        q.push(sync_of("staff", &["b"]), "sync staff");
+        q.push(one("b", "users"), "add b");
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["add a", "sync staff"], "syncs share subject b; add b waits for both");
+        q.finish(0);
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["sync admins"]);
+    }
+
+    #[test]
+    fn locks_of_events() {
+        let e = crate::event::parse(br#"{"action":"membership_sync","group":"G","subjects":["X","y"]}"#, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let l = locks_of(&e);
+        assert_eq!(l.get(&LockKey::Group("g".into())), Some(&Mode::Exclusive));
+        assert_eq!(l.get(&LockKey::Subject("x".into())), Some(&Mode::Shared));
+        assert_eq!(l.len(), 3);
     }
 
     #[test]

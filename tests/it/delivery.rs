@@ -91,16 +91,20 @@ async fn the_worker_reconnects_when_the_broker_closes_every_connection() {
 
     // Every event ends applied; some may be applied twice (redelivered), which is harmless.
     let mut done: BTreeSet<String> = before.iter().filter_map(|o| o.subject.clone()).collect();
+    let mut redelivered = 0;
     let deadline = tokio::time::Instant::now() + DEADLINE * 2;
     while done.len() < n {
         match tokio::time::timeout_at(deadline, h.outcomes.recv()).await {
             Ok(Ok(o)) => {
                 assert_eq!(o.verdict, Verdict::Applied, "{o:?}");
+                redelivered += usize::from(o.redelivered);
                 done.extend(o.subject);
             }
             other => panic!("{} of {n} applied: {other:?}", done.len()),
         }
     }
+    // Prefetched, unacknowledged events came back after the break: proof that it broke mid-flow.
+    assert!(redelivered > 0, "no redelivery: the connections were not closed while events flowed");
     assert_eq!(h.mock.users().len(), n);
     // The test's own publishing connection was closed too; clean up through a new one.
     h.shutdown.cancel();

@@ -27,6 +27,8 @@ pub fn amqp_config() -> AmqpConfig {
         prefetch: 64,
         reconnect_max: Duration::from_secs(2),
         tls: None,
+        queue_type: config::QueueType::Classic,
+        delivery_limit: 20,
     }
 }
 
