@@ -8,5 +8,6 @@ mod support;
 
 mod cli;
 mod delivery;
+mod docs;
 mod options;
 mod sync;
