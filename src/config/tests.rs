@@ -1,13 +1,11 @@
 use super::*;
 
-const REST: &str = r#"
-[rest.accounts.lookup]
-method = "GET"
-url = "/users/{{ match }}"
-ok = [200]
-absent = [404]
-id = "/id"
-"#;
+const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
+
+/// The example's complete `[rest]` description.
+fn rest() -> &'static str {
+    EXAMPLE.find("\n[rest]").map(|i| &EXAMPLE[i..]).unwrap_or("")
+}
 
 fn parse(text: &str) -> Result<ProvisionerConfig, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -27,7 +25,8 @@ fn errors(text: &str) -> Vec<String> {
 #[test]
 fn defaults_follow_the_original() {
     let p = match parse(&format!(
-        "kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2/\"\nprovision_group = \"App:Users\"\n{REST}"
+        "kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2/\"\nprovision_group = \"App:Users\"\n{}",
+        rest()
     )) {
         Ok(p) => p,
         Err(e) => panic!("{e:?}"),
@@ -50,11 +49,12 @@ fn defaults_follow_the_original() {
 fn unmanaged_logins_take_a_list_or_a_whitespace_separated_string() {
     let base = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n");
     for form in ["unmanaged_logins = \"Root  admin\\n\"", "unmanaged_logins = [\"root\", \"ADMIN\"]"] {
-        let p = parse(&format!("{base}{form}\n{REST}")).unwrap_or_else(|e| panic!("{e:?}"));
+        let p = parse(&format!("{base}{form}\n{}", rest())).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.unmanaged_logins, vec!["root", "admin"]);
     }
     let p = parse(&format!(
-        "kind = \"rest\"\nurl_prefix = \"https://x\"\ngroup_sync_strategy = \"add-members-first\"\ntarget_group_map = {{ \"A:B\" = \"Remote\" }}\n{REST}"
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\ngroup_sync_strategy = \"add-members-first\"\ntarget_group_map = {{ \"A:B\" = \"Remote\" }}\n{}",
+        rest()
     ))
     .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
@@ -66,7 +66,7 @@ fn target_group_map_may_come_from_a_json_file_next_to_the_config() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("map.json"), r#"{"app:staff": "Staff"}"#).unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("p.toml");
-    let text = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\ntarget_group_map = \"map.json\"\n{REST}");
+    let text = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\ntarget_group_map = \"map.json\"\n{}", rest());
     let mut errs = Vec::new();
     let p = parse_provisioner(&path, &text, &mut errs).unwrap_or_else(|| panic!("{errs:?}"));
     assert_eq!(p.target_group_map.get("app:staff").map(String::as_str), Some("Staff"));
@@ -74,7 +74,7 @@ fn target_group_map_may_come_from_a_json_file_next_to_the_config() {
 
 #[test]
 fn a_misspelled_key_is_named_with_its_file() {
-    let e = errors(&format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\naccount_cache_sise = 5\n{REST}"));
+    let e = errors(&format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\naccount_cache_sise = 5\n{}", rest()));
     assert_eq!(e.len(), 1);
     assert!(e[0].contains("/etc/p/zoom.toml"), "{}", e[0]);
     assert!(e[0].contains("account_cache_sise"), "{}", e[0]);
@@ -90,7 +90,8 @@ fn a_missing_required_key_is_named() {
 #[test]
 fn every_semantic_problem_is_reported_at_once() {
     let e = errors(&format!(
-        "kind = \"rest\"\nurl_prefix = \"ftp://x\"\nprovision_strategy = \"eager\"\ngroup_sync_strategy = \"lazy\"\naccount_cache_size = 0\nendpoint = \"nohost\"\n{REST}"
+        "kind = \"rest\"\nurl_prefix = \"ftp://x\"\nprovision_strategy = \"eager\"\ngroup_sync_strategy = \"lazy\"\naccount_cache_size = 0\nendpoint = \"nohost\"\n{}",
+        rest()
     ));
     let all = e.join("\n");
     for key in ["url_prefix", "provision_strategy", "group_sync_strategy", "account_cache_size", "endpoint", "provision_group"] {
@@ -104,7 +105,7 @@ fn worker_file_reports_provisioner_errors_and_duplicate_names() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = dir.path().join("p");
     std::fs::create_dir(&p).unwrap_or_else(|e| panic!("{e}"));
-    let good = format!("name = \"same\"\nkind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{REST}");
+    let good = format!("name = \"same\"\nkind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}", rest());
     std::fs::write(p.join("a.toml"), &good).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(p.join("b.toml"), good.replace("provisioner", "x")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("worker.toml"), "provisioners = \"p\"\n[amqp]\nprefetch = 0\n").unwrap_or_else(|e| panic!("{e}"));

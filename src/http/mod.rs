@@ -192,6 +192,16 @@ impl HttpClient {
         })
     }
 
+    /// The `url_prefix` nodes, without trailing `/` (adapters resolve paging
+    /// links against them).
+    pub fn url_prefixes(&self) -> Vec<String> {
+        self.inner
+            .prefixes
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect()
+    }
+
     /// The URL of a request on node `node`.
     fn url_on(&self, node: usize, path_and_query: &str) -> Result<url::Url, TargetError> {
         let prefix = self
@@ -347,3 +357,6 @@ fn describe(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests;

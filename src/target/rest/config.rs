@@ -1,19 +1,773 @@
-//! `[rest]`: the API description of `kind = "rest"` (placeholder, being written).
+//! `[rest]`: the API description of `kind = "rest"` (SPEC §4). The file form
+//! ([`RestFile`]) is validated into [`RestConfig`], with every template
+//! compiled once into one [`Templates`] set.
 
+use reqwest::Method;
 use serde::Deserialize;
 
 use crate::config::{Needs, Problems};
+use crate::template::{Position, TemplateRef, Templates, UrlTemplate};
 
+/// The `[rest]` table.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RestFile(pub toml::Table);
-
-#[derive(Debug, Clone)]
-pub struct RestConfig {}
-
-pub fn validate(_file: RestFile, _p: &mut Problems<'_>) -> Option<RestConfig> {
-    Some(RestConfig {})
+#[serde(deny_unknown_fields)]
+pub struct RestFile {
+    /// Template of a local subject's match value, over `subject` and `attributes`.
+    #[serde(rename = "match", default = "default_match")]
+    pub match_template: String,
+    /// `[rest.accounts.*]`: the account operations.
+    #[serde(default)]
+    pub accounts: AccountsFile,
+    /// `[rest.groups.*]`: the group operations.
+    #[serde(default)]
+    pub groups: GroupsFile,
 }
 
-pub fn missing_operations(_rest: &RestConfig, _needs: Needs) -> Vec<(String, String, String)> {
-    Vec::new()
+fn default_match() -> String {
+    "{{ subject | lower }}".into()
+}
+
+/// `[rest.accounts]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsFile {
+    /// Match value -> API ID: a single account (`id`), or a search answering a
+    /// list (`items`, `id`, optionally `match` to pick the right item).
+    pub lookup: Option<OperationFile>,
+    /// API ID -> the account (`match`, optionally `id`).
+    pub get: Option<OperationFile>,
+    /// Every remote account (`items`, `id`, `match`, optionally `paging`).
+    pub list: Option<OperationFile>,
+    /// Creates an account (optionally `id` of the new account, `exists`).
+    pub create: Option<OperationFile>,
+    /// Updates an account (`api_id` known).
+    pub update: Option<OperationFile>,
+    /// Removes or disables an account (`absent`: already gone).
+    pub deprovision: Option<OperationFile>,
+}
+
+/// `[rest.groups]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsFile {
+    /// Every remote group (`items`, `id`, `name`, optionally `paging`).
+    pub list: Option<OperationFile>,
+    /// Creates a missing remote group (`group` known; optionally `id`, `exists`).
+    pub create: Option<OperationFile>,
+    /// A group's members (`items`, `id`, `match`, optionally `paging`).
+    pub members: Option<OperationFile>,
+    /// Adds an account to a group (`exists`: already a member).
+    pub add_member: Option<OperationFile>,
+    /// Removes an account from a group (`absent`: not a member any more).
+    pub remove_member: Option<OperationFile>,
+}
+
+/// One operation: `[rest.accounts.create]` and the like.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationFile {
+    /// HTTP method: GET, POST, PUT, PATCH or DELETE.
+    pub method: String,
+    /// Template of the path (and query) relative to `url_prefix`, starting with `/`.
+    pub url: String,
+    /// Statuses meaning success.
+    #[serde(default = "default_ok")]
+    pub ok: Vec<u16>,
+    /// Statuses meaning "not there": a look-up finds nothing, a removal is already done.
+    #[serde(default)]
+    pub absent: Vec<u16>,
+    /// Statuses meaning "already there": create falls back to look-up + update,
+    /// add_member counts as done.
+    #[serde(default)]
+    pub exists: Vec<u16>,
+    /// JSON body: a table or array whose string leaves are templates.
+    pub body: Option<toml::Value>,
+    /// JSON pointer to the API ID (in the response, or in each item of a list).
+    pub id: Option<String>,
+    /// JSON pointer to the array of items of a list response (`""`: the response itself).
+    pub items: Option<String>,
+    /// JSON pointer to an item's match value.
+    #[serde(rename = "match")]
+    pub match_pointer: Option<String>,
+    /// JSON pointer to a group's name (groups.list).
+    pub name: Option<String>,
+    /// How a list is read page by page; without it the list is one response.
+    pub paging: Option<PagingFile>,
+}
+
+fn default_ok() -> Vec<u16> {
+    vec![200, 201, 202, 204]
+}
+
+/// `paging = { style = ..., ... }`; which other keys apply depends on `style`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagingFile {
+    /// `page_number`, `offset` or `next_link`.
+    pub style: String,
+    /// page_number: the page query parameter (pages count from 1); offset: the
+    /// offset query parameter.
+    pub param: Option<String>,
+    /// page_number: JSON pointer to the number of the last page (e.g. a page count).
+    pub last_page: Option<String>,
+    /// offset: the page-size query parameter.
+    pub size_param: Option<String>,
+    /// offset: the page size asked for.
+    pub size: Option<u64>,
+    /// offset: the offset of the first item (0, or 1 for SCIM's `startIndex`).
+    pub start: Option<u64>,
+    /// offset: JSON pointer to the total number of items.
+    pub total: Option<String>,
+    /// next_link: JSON pointer to the URL (absolute, or relative to the
+    /// request) of the next page; missing, null or empty on the last page.
+    pub next: Option<String>,
+}
+
+fn default_page_size() -> u64 {
+    100
+}
+
+// ------------------------------------------------------------ runtime form
+
+/// The validated `[rest]` table.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    pub templates: Templates,
+    pub match_template: TemplateRef,
+    // Boxed: the operations are large and `KindConfig` holds this inline.
+    pub accounts: Box<AccountOps>,
+    pub groups: Box<GroupOps>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountOps {
+    pub lookup: Option<Operation>,
+    pub get: Option<Operation>,
+    pub list: Option<Operation>,
+    pub create: Option<Operation>,
+    pub update: Option<Operation>,
+    pub deprovision: Option<Operation>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupOps {
+    pub list: Option<Operation>,
+    pub create: Option<Operation>,
+    pub members: Option<Operation>,
+    pub add_member: Option<Operation>,
+    pub remove_member: Option<Operation>,
+}
+
+/// A validated operation.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// `accounts.create` and the like, for logs and errors.
+    pub name: &'static str,
+    pub method: Method,
+    pub url: UrlTemplate,
+    pub ok: Vec<u16>,
+    pub absent: Vec<u16>,
+    pub exists: Vec<u16>,
+    pub body: Option<BodyTemplate>,
+    pub id: Option<String>,
+    pub items: Option<String>,
+    pub match_pointer: Option<String>,
+    pub name_pointer: Option<String>,
+    pub paging: Option<Paging>,
+}
+
+/// A body with its string leaves compiled.
+#[derive(Debug, Clone)]
+pub enum BodyTemplate {
+    /// A number, boolean (or date, as its text): sent as written.
+    Literal(serde_json::Value),
+    Text(TemplateRef),
+    Array(Vec<BodyTemplate>),
+    Object(Vec<(String, BodyTemplate)>),
+}
+
+/// How a list is read page by page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paging {
+    /// `param` = 1, 2, ... until the page at `last_page` or an empty page.
+    PageNumber {
+        param: String,
+        last_page: Option<String>,
+    },
+    /// `param` = start, start + n, ... until `total` items, or a short or empty page.
+    Offset {
+        param: String,
+        size_param: Option<String>,
+        size: u64,
+        start: u64,
+        total: Option<String>,
+    },
+    /// Follow the link at `next` until there is none.
+    NextLink { next: String },
+}
+
+// ------------------------------------------------------------ validation
+
+/// Which reads and status lists an operation takes.
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    /// Template variables the operation's URL and body may use.
+    vars: &'static [&'static str],
+    /// `items`: required, optional or not allowed.
+    items: Need,
+    id: Need,
+    match_pointer: Need,
+    name_pointer: Need,
+    paging: bool,
+    absent: bool,
+    exists: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+    No,
+}
+
+const SUBJECT_VARS: &[&str] = &["subject", "match", "attributes", "actor"];
+const ACCOUNT_VARS: &[&str] = &["subject", "match", "attributes", "actor", "api_id"];
+const MEMBER_VARS: &[&str] = &[
+    "subject",
+    "match",
+    "attributes",
+    "actor",
+    "api_id",
+    "group",
+    "group_id",
+];
+
+const READ_LIST: Shape = Shape {
+    name: "",
+    vars: &[],
+    items: Need::Required,
+    id: Need::Required,
+    match_pointer: Need::Required,
+    name_pointer: Need::No,
+    paging: true,
+    absent: false,
+    exists: false,
+};
+
+const WRITE: Shape = Shape {
+    name: "",
+    vars: ACCOUNT_VARS,
+    items: Need::No,
+    id: Need::No,
+    match_pointer: Need::No,
+    name_pointer: Need::No,
+    paging: false,
+    absent: false,
+    exists: false,
+};
+
+const LOOKUP: Shape = Shape {
+    name: "accounts.lookup",
+    vars: SUBJECT_VARS,
+    items: Need::Optional,
+    id: Need::Required,
+    match_pointer: Need::Optional,
+    absent: true,
+    ..WRITE
+};
+const GET: Shape = Shape {
+    name: "accounts.get",
+    vars: &["api_id"],
+    id: Need::Optional,
+    match_pointer: Need::Required,
+    absent: true,
+    ..WRITE
+};
+const ACCOUNTS_LIST: Shape = Shape {
+    name: "accounts.list",
+    ..READ_LIST
+};
+const CREATE: Shape = Shape {
+    name: "accounts.create",
+    vars: SUBJECT_VARS,
+    id: Need::Optional,
+    exists: true,
+    ..WRITE
+};
+const UPDATE: Shape = Shape {
+    name: "accounts.update",
+    ..WRITE
+};
+const DEPROVISION: Shape = Shape {
+    name: "accounts.deprovision",
+    absent: true,
+    ..WRITE
+};
+const GROUPS_LIST: Shape = Shape {
+    name: "groups.list",
+    match_pointer: Need::No,
+    name_pointer: Need::Required,
+    ..READ_LIST
+};
+const GROUPS_CREATE: Shape = Shape {
+    name: "groups.create",
+    vars: &["group"],
+    id: Need::Optional,
+    exists: true,
+    ..WRITE
+};
+const MEMBERS: Shape = Shape {
+    name: "groups.members",
+    vars: &["group_id"],
+    ..READ_LIST
+};
+const ADD_MEMBER: Shape = Shape {
+    name: "groups.add_member",
+    vars: MEMBER_VARS,
+    exists: true,
+    ..WRITE
+};
+const REMOVE_MEMBER: Shape = Shape {
+    name: "groups.remove_member",
+    vars: MEMBER_VARS,
+    absent: true,
+    ..WRITE
+};
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Validates `[rest]`, reporting every problem; `None` when there was any.
+pub fn validate(file: RestFile, p: &mut Problems<'_>) -> Option<RestConfig> {
+    let start = p.count();
+    let mut templates = Templates::new();
+    let match_template = match templates.add(
+        "rest.match",
+        Position::Text,
+        &file.match_template,
+        &["subject", "attributes"],
+    ) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.add(
+                "rest.match",
+                format!("bad template: {e}"),
+                "write a template over `subject` and `attributes`, e.g. \"{{ attributes.mail[0] | lower }}\"",
+            );
+            None
+        }
+    };
+    let mut op = |shape: Shape, f: Option<OperationFile>| {
+        f.and_then(|f| validate_operation(shape, f, &mut templates, p))
+    };
+    let accounts = AccountOps {
+        lookup: op(LOOKUP, file.accounts.lookup),
+        get: op(GET, file.accounts.get),
+        list: op(ACCOUNTS_LIST, file.accounts.list),
+        create: op(CREATE, file.accounts.create),
+        update: op(UPDATE, file.accounts.update),
+        deprovision: op(DEPROVISION, file.accounts.deprovision),
+    };
+    let groups = GroupOps {
+        list: op(GROUPS_LIST, file.groups.list),
+        create: op(GROUPS_CREATE, file.groups.create),
+        members: op(MEMBERS, file.groups.members),
+        add_member: op(ADD_MEMBER, file.groups.add_member),
+        remove_member: op(REMOVE_MEMBER, file.groups.remove_member),
+    };
+    if p.count() > start {
+        return None;
+    }
+    Some(RestConfig {
+        templates,
+        match_template: match_template?,
+        accounts: Box::new(accounts),
+        groups: Box::new(groups),
+    })
+}
+
+fn validate_operation(
+    shape: Shape,
+    f: OperationFile,
+    templates: &mut Templates,
+    p: &mut Problems<'_>,
+) -> Option<Operation> {
+    let start = p.count();
+    let key = format!("rest.{}", shape.name);
+
+    let method = f.method.to_ascii_uppercase();
+    if !METHODS.contains(&method.as_str()) {
+        p.add(
+            format!("{key}.method"),
+            format!("`{}` is not a supported HTTP method", f.method),
+            "use GET, POST, PUT, PATCH or DELETE",
+        );
+    }
+    let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+
+    let url = match templates.add_url(&format!("{key}.url"), &f.url, shape.vars) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            p.add(
+                format!("{key}.url"),
+                format!("bad URL template: {e}"),
+                "write a path relative to url_prefix, e.g. \"/users/{{ api_id }}\"",
+            );
+            None
+        }
+    };
+
+    check_statuses(&key, "ok", &f.ok, p);
+    if f.ok.is_empty() {
+        p.add(
+            format!("{key}.ok"),
+            "is empty, so no answer could succeed",
+            "list the success statuses, e.g. ok = [200]",
+        );
+    }
+    for (list, values, allowed, meaning) in [
+        ("absent", &f.absent, shape.absent, "\"not there\""),
+        ("exists", &f.exists, shape.exists, "\"already there\""),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        if !allowed {
+            p.add(
+                format!("{key}.{list}"),
+                format!("`{}` has no {meaning} outcome", shape.name),
+                format!("remove `{list}`; statuses not in `ok` are failures"),
+            );
+        }
+        check_statuses(&key, list, values, p);
+        if let Some(s) = values.iter().find(|s| f.ok.contains(s)) {
+            p.add(
+                format!("{key}.{list}"),
+                format!("status {s} is also in `ok`"),
+                "give each status one meaning",
+            );
+        }
+    }
+    if let Some(s) = f.absent.iter().find(|s| f.exists.contains(s)) {
+        p.add(
+            format!("{key}.exists"),
+            format!("status {s} is also in `absent`"),
+            "give each status one meaning",
+        );
+    }
+
+    let body = f.body.as_ref().and_then(|b| match b {
+        toml::Value::Table(_) | toml::Value::Array(_) => {
+            compile_body(b, &format!("{key}.body"), shape.vars, templates, p)
+        }
+        _ => {
+            p.add(
+                format!("{key}.body"),
+                "must be a table or an array",
+                "write e.g. body = { email = \"{{ match }}\" }",
+            );
+            None
+        }
+    });
+
+    let id = pointer(&key, "id", f.id, shape.id, p);
+    let items = pointer(&key, "items", f.items, shape.items, p);
+    let match_pointer = pointer(&key, "match", f.match_pointer, shape.match_pointer, p);
+    let name_pointer = pointer(&key, "name", f.name, shape.name_pointer, p);
+    if shape.name == LOOKUP.name && match_pointer.is_some() && items.is_none() {
+        p.add(
+            format!("{key}.match"),
+            "only applies to a search that answers a list (`items`)",
+            "set `items` to the array of results, or remove `match`",
+        );
+    }
+
+    let paging = match f.paging {
+        Some(_) if !shape.paging => {
+            p.add(
+                format!("{key}.paging"),
+                format!("`{}` reads no list", shape.name),
+                "remove `paging`",
+            );
+            None
+        }
+        Some(pf) => validate_paging(&format!("{key}.paging"), pf, p),
+        None => None,
+    };
+
+    if p.count() > start {
+        return None;
+    }
+    Some(Operation {
+        name: shape.name,
+        method,
+        url: url?,
+        ok: f.ok,
+        absent: f.absent,
+        exists: f.exists,
+        body: if f.body.is_some() { Some(body?) } else { None },
+        id,
+        items,
+        match_pointer,
+        name_pointer,
+        paging,
+    })
+}
+
+fn check_statuses(key: &str, list: &str, values: &[u16], p: &mut Problems<'_>) {
+    for s in values {
+        if !(100..=599).contains(s) {
+            p.add(
+                format!("{key}.{list}"),
+                format!("{s} is not an HTTP status"),
+                "use statuses between 100 and 599",
+            );
+        }
+    }
+}
+
+/// A JSON pointer key: present when needed, absent when meaningless, well formed.
+fn pointer(
+    key: &str,
+    field: &str,
+    value: Option<String>,
+    need: Need,
+    p: &mut Problems<'_>,
+) -> Option<String> {
+    match (value, need) {
+        (None, Need::Required) => {
+            p.add(
+                format!("{key}.{field}"),
+                "is required for this operation",
+                format!("set `{field}` to a JSON pointer into the response, e.g. \"/{field}\""),
+            );
+            None
+        }
+        (None, _) => None,
+        (Some(_), Need::No) => {
+            p.add(
+                format!("{key}.{field}"),
+                "has no meaning for this operation",
+                format!("remove `{field}`"),
+            );
+            None
+        }
+        (Some(v), _) => {
+            check_pointer(&format!("{key}.{field}"), &v, p);
+            Some(v)
+        }
+    }
+}
+
+fn check_pointer(key: &str, value: &str, p: &mut Problems<'_>) {
+    if !value.is_empty() && !value.starts_with('/') {
+        p.add(
+            key,
+            format!("`{value}` is not a JSON pointer (RFC 6901)"),
+            format!("start it with `/`, e.g. \"/{value}\" (\"\" is the whole response)"),
+        );
+    }
+}
+
+fn validate_paging(key: &str, f: PagingFile, p: &mut Problems<'_>) -> Option<Paging> {
+    let start = p.count();
+    let given: [(&str, bool); 7] = [
+        ("param", f.param.is_some()),
+        ("last_page", f.last_page.is_some()),
+        ("size_param", f.size_param.is_some()),
+        ("size", f.size.is_some()),
+        ("start", f.start.is_some()),
+        ("total", f.total.is_some()),
+        ("next", f.next.is_some()),
+    ];
+    let allowed: &[&str] = match f.style.as_str() {
+        "page_number" => &["param", "last_page"],
+        "offset" => &["param", "size_param", "size", "start", "total"],
+        "next_link" => &["next"],
+        other => {
+            p.add(
+                format!("{key}.style"),
+                format!("unknown paging style `{other}`"),
+                "use \"page_number\", \"offset\" or \"next_link\"",
+            );
+            return None;
+        }
+    };
+    for (field, present) in given {
+        if present && !allowed.contains(&field) {
+            p.add(
+                format!("{key}.{field}"),
+                format!("has no meaning for style `{}`", f.style),
+                format!(
+                    "remove `{field}` (style `{}` takes {})",
+                    f.style,
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    let mut required = |field: &str, value: Option<String>, example: &str| -> String {
+        match value {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                p.add(
+                    format!("{key}.{field}"),
+                    format!("style `{}` needs `{field}`", f.style),
+                    format!("set {field} = \"{example}\""),
+                );
+                String::new()
+            }
+        }
+    };
+    let paging = match f.style.as_str() {
+        "page_number" => Paging::PageNumber {
+            param: required("param", f.param, "page"),
+            last_page: f.last_page,
+        },
+        "offset" => Paging::Offset {
+            param: required("param", f.param, "offset"),
+            size_param: f.size_param,
+            size: f.size.unwrap_or_else(default_page_size),
+            start: f.start.unwrap_or(0),
+            total: f.total,
+        },
+        _ => Paging::NextLink {
+            next: required("next", f.next, "/next"),
+        },
+    };
+    match &paging {
+        Paging::PageNumber {
+            last_page: Some(ptr),
+            ..
+        } => check_pointer(&format!("{key}.last_page"), ptr, p),
+        Paging::Offset {
+            size,
+            total,
+            size_param,
+            ..
+        } => {
+            if *size == 0 {
+                p.add(
+                    format!("{key}.size"),
+                    "must be at least 1",
+                    "set e.g. size = 100",
+                );
+            }
+            if let Some(ptr) = total {
+                check_pointer(&format!("{key}.total"), ptr, p);
+            }
+            if size_param.as_deref() == Some("") {
+                p.add(
+                    format!("{key}.size_param"),
+                    "is empty",
+                    "name the page-size query parameter, e.g. \"count\"",
+                );
+            }
+        }
+        Paging::NextLink { next } if !next.is_empty() => {
+            check_pointer(&format!("{key}.next"), next, p)
+        }
+        _ => {}
+    }
+    (p.count() == start).then_some(paging)
+}
+
+fn compile_body(
+    value: &toml::Value,
+    key: &str,
+    vars: &[&str],
+    templates: &mut Templates,
+    p: &mut Problems<'_>,
+) -> Option<BodyTemplate> {
+    match value {
+        toml::Value::String(s) => match templates.add(key, Position::Text, s, vars) {
+            Ok(t) => Some(BodyTemplate::Text(t)),
+            Err(e) => {
+                p.add(key, format!("bad template: {e}"), "fix the template");
+                None
+            }
+        },
+        toml::Value::Integer(i) => Some(BodyTemplate::Literal((*i).into())),
+        toml::Value::Float(x) => match serde_json::Number::from_f64(*x) {
+            Some(n) => Some(BodyTemplate::Literal(serde_json::Value::Number(n))),
+            None => {
+                p.add(
+                    key,
+                    format!("{x} cannot be sent as JSON"),
+                    "use a finite number",
+                );
+                None
+            }
+        },
+        toml::Value::Boolean(b) => Some(BodyTemplate::Literal((*b).into())),
+        toml::Value::Datetime(d) => Some(BodyTemplate::Literal(d.to_string().into())),
+        toml::Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                match compile_body(item, &format!("{key}[{i}]"), vars, templates, p) {
+                    Some(b) => out.push(b),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(BodyTemplate::Array(out))
+        }
+        toml::Value::Table(table) => {
+            let mut out = Vec::with_capacity(table.len());
+            let mut ok = true;
+            for (k, v) in table {
+                match compile_body(v, &format!("{key}.{k}"), vars, templates, p) {
+                    Some(b) => out.push((k.clone(), b)),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(BodyTemplate::Object(out))
+        }
+    }
+}
+
+/// Operations the routing needs that `[rest]` lacks: (key, problem, fix).
+pub fn missing_operations(rest: &RestConfig, needs: Needs) -> Vec<(String, String, String)> {
+    let mut wanted: Vec<(&str, bool, &str)> = Vec::new();
+    if needs.accounts {
+        let why = "`provision_group` is set";
+        wanted.extend([
+            ("accounts.lookup", rest.accounts.lookup.is_some(), why),
+            ("accounts.create", rest.accounts.create.is_some(), why),
+            ("accounts.update", rest.accounts.update.is_some(), why),
+            (
+                "accounts.deprovision",
+                rest.accounts.deprovision.is_some(),
+                why,
+            ),
+            ("accounts.list", rest.accounts.list.is_some(), why),
+        ]);
+    }
+    if needs.groups {
+        let why = "`target_group_map` is set";
+        if !needs.accounts {
+            wanted.push(("accounts.lookup", rest.accounts.lookup.is_some(), why));
+        }
+        wanted.extend([
+            ("groups.list", rest.groups.list.is_some(), why),
+            ("groups.members", rest.groups.members.is_some(), why),
+            ("groups.add_member", rest.groups.add_member.is_some(), why),
+            (
+                "groups.remove_member",
+                rest.groups.remove_member.is_some(),
+                why,
+            ),
+        ]);
+    }
+    wanted
+        .into_iter()
+        .filter(|(_, present, _)| !present)
+        .map(|(op, _, why)| {
+            (
+                format!("rest.{op}"),
+                format!("{why}, so the `[rest.{op}]` operation is needed"),
+                format!("add `[rest.{op}]` with its method, url and statuses (see provisioners/example.toml)"),
+            )
+        })
+        .collect()
 }

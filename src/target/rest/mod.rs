@@ -1,76 +1,468 @@
-//! `kind = "rest"`: a JSON REST API described entirely in the provisioner file.
+//! `kind = "rest"`: a JSON REST API described entirely in the provisioner
+//! file (SPEC §4). Each call renders its operation's templates, sends it, and
+//! reads the status against the operation's `ok`, `absent` and `exists`
+//! lists; any other status becomes [`HttpResponse::error`], which alone
+//! decides between transient and permanent.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
+use serde_json::Value as Json;
 
 use super::{
     ApiId, Created, RemoteAccount, RemoteGroup, SubjectContext, TargetApi, TargetError,
     TargetResult,
 };
 use crate::event::Attributes;
-use crate::http::HttpClient;
+use crate::http::{HttpClient, HttpRequest, HttpResponse};
 
 pub mod config;
+pub mod mapping;
+
+use config::{Operation, Paging, RestConfig};
+use mapping::Vars;
+
+/// Pages read at most in one list: a target whose paging never ends must not
+/// keep a worker busy forever, and a truncated list must not pass as whole.
+pub const MAX_PAGES: usize = 10_000;
 
 pub struct RestTarget {
-    #[allow(dead_code)]
-    config: config::RestConfig,
-    #[allow(dead_code)]
+    config: RestConfig,
     http: HttpClient,
 }
 
+/// How the target answered, per the operation's status lists.
+enum Answer {
+    Ok(HttpResponse),
+    Absent,
+    Exists,
+}
+
 impl RestTarget {
-    pub fn new(config: config::RestConfig, http: HttpClient) -> Self {
+    pub fn new(config: RestConfig, http: HttpClient) -> Self {
         RestTarget { config, http }
+    }
+
+    fn op<'a>(&self, op: &'a Option<Operation>, key: &str) -> TargetResult<&'a Operation> {
+        op.as_ref().ok_or_else(|| {
+            TargetError::permanent(format!(
+                "`[rest.{key}]` is not configured but this provisioner needs it"
+            ))
+        })
+    }
+
+    /// Renders the operation's URL (or takes `target`, a next link) and body.
+    fn request(
+        &self,
+        op: &Operation,
+        vars: &Vars<'_>,
+        target: Option<String>,
+    ) -> TargetResult<HttpRequest> {
+        let ctx = vars.context();
+        let templates = &self.config.templates;
+        let path_and_query = match target {
+            Some(t) => t,
+            None => templates
+                .render_url(&op.url, &ctx)
+                .map_err(|e| TargetError::permanent(format!("{}: URL: {e}", op.name)))?,
+        };
+        let body = op
+            .body
+            .as_ref()
+            .map(|b| mapping::build_body(templates, b, &ctx))
+            .transpose()
+            .map_err(|e| TargetError::permanent(format!("{}: body: {e}", op.name)))?;
+        Ok(HttpRequest {
+            operation: op.name.to_string(),
+            method: op.method.clone(),
+            path_and_query,
+            body,
+            actor: vars.actor.map(str::to_string),
+            ..HttpRequest::default()
+        })
+    }
+
+    async fn call(&self, op: &Operation, vars: &Vars<'_>) -> TargetResult<Answer> {
+        let req = self.request(op, vars, None)?;
+        let resp = self.http.send(req).await?;
+        classify(op, resp)
+    }
+
+    /// Every item of a list operation, page by page.
+    async fn list_items(&self, op: &Operation, vars: &Vars<'_>) -> TargetResult<Vec<Json>> {
+        let items_pointer = op.items.as_deref().unwrap_or_default();
+        let first = self.request(op, vars, None)?;
+        let mut target = first.path_and_query.clone();
+        if let Some(Paging::PageNumber { param, .. }) = &op.paging {
+            target = mapping::set_query_param(&target, param, "1");
+        }
+        let mut out = Vec::new();
+        let mut seen_links: HashSet<String> = HashSet::from([target.clone()]);
+        let (mut page, mut offset) = (1u64, 0u64);
+        if let Some(Paging::Offset { start, .. }) = &op.paging {
+            offset = *start;
+        }
+        for _ in 0..MAX_PAGES {
+            if let Some(Paging::Offset {
+                param,
+                size_param,
+                size,
+                ..
+            }) = &op.paging
+            {
+                target =
+                    mapping::set_query_param(&first.path_and_query, param, &offset.to_string());
+                if let Some(sp) = size_param {
+                    target = mapping::set_query_param(&target, sp, &size.to_string());
+                }
+            }
+            let req = HttpRequest {
+                path_and_query: target.clone(),
+                ..first.clone()
+            };
+            let resp = self.http.send(req).await?;
+            let resp = match classify(op, resp)? {
+                Answer::Ok(r) => r,
+                Answer::Absent | Answer::Exists => return Err(unexpected(op)),
+            };
+            let json = resp.json(op.name)?;
+            let page_items = mapping::items(&json, items_pointer)
+                .map_err(|e| TargetError::permanent(format!("{}: {e}", op.name)))?;
+            let count = page_items.len() as u64;
+            out.extend(page_items.iter().cloned());
+            let more = match &op.paging {
+                None => false,
+                Some(Paging::PageNumber { param, last_page }) => {
+                    let last = last_page
+                        .as_deref()
+                        .and_then(|p| mapping::pointer_count(&json, p));
+                    page += 1;
+                    target = mapping::set_query_param(&target, param, &page.to_string());
+                    count > 0 && last.is_none_or(|last| page <= last)
+                }
+                Some(Paging::Offset {
+                    size,
+                    size_param,
+                    total,
+                    start,
+                    ..
+                }) => {
+                    offset += count;
+                    let total = total
+                        .as_deref()
+                        .and_then(|p| mapping::pointer_count(&json, p));
+                    match total {
+                        // A server may cap the page size below ours, so a
+                        // short page ends the list only when no total is known.
+                        Some(total) => count > 0 && offset - start < total,
+                        None => count > 0 && (size_param.is_none() || count >= *size),
+                    }
+                }
+                Some(Paging::NextLink { next }) => match mapping::pointer_text(&json, next) {
+                    None => false,
+                    Some(link) => {
+                        target =
+                            mapping::resolve_link(&self.http.url_prefixes(), &target, &link)
+                                .map_err(|e| TargetError::permanent(format!("{}: {e}", op.name)))?;
+                        if !seen_links.insert(target.clone()) {
+                            return Err(TargetError::permanent(format!(
+                                "{}: the next link repeats a page already read",
+                                op.name
+                            )));
+                        }
+                        true
+                    }
+                },
+            };
+            if !more {
+                return Ok(out);
+            }
+        }
+        Err(TargetError::permanent(format!(
+            "{}: paging did not end after {MAX_PAGES} pages",
+            op.name
+        )))
+    }
+
+    fn subject_vars<'a>(ctx: &'a SubjectContext) -> Vars<'a> {
+        Vars {
+            subject: Some(&ctx.subject),
+            match_value: Some(&ctx.match_value),
+            attributes: Some(&ctx.attributes),
+            actor: ctx.actor.as_deref(),
+            ..Vars::default()
+        }
     }
 }
 
-fn todo_err() -> TargetError {
-    TargetError::permanent("rest adapter: being written")
+fn classify(op: &Operation, resp: HttpResponse) -> TargetResult<Answer> {
+    if op.ok.contains(&resp.status) {
+        Ok(Answer::Ok(resp))
+    } else if op.absent.contains(&resp.status) {
+        Ok(Answer::Absent)
+    } else if op.exists.contains(&resp.status) {
+        Ok(Answer::Exists)
+    } else {
+        Err(resp.error(op.name))
+    }
+}
+
+// Validation allows `absent` and `exists` only where they mean something, so
+// this is a configuration/adapter mismatch rather than a target answer.
+fn unexpected(op: &Operation) -> TargetError {
+    TargetError::permanent(format!("{}: status list not applicable here", op.name))
+}
+
+fn missing(op: &Operation, what: &str, pointer: &str) -> TargetError {
+    TargetError::permanent(format!(
+        "{}: the response has no {what} at `{pointer}`",
+        op.name
+    ))
 }
 
 #[async_trait]
 impl TargetApi for RestTarget {
-    fn match_value(&self, subject: &str, _attributes: &Attributes) -> TargetResult<String> {
-        Ok(subject.to_lowercase())
+    fn match_value(&self, subject: &str, attributes: &Attributes) -> TargetResult<String> {
+        let vars = Vars {
+            subject: Some(subject),
+            attributes: Some(attributes),
+            ..Vars::default()
+        };
+        let value = self
+            .config
+            .templates
+            .render(&self.config.match_template, &vars.context())
+            .map_err(|e| TargetError::permanent(format!("rest.match: {e}")))?;
+        let value = value.trim();
+        if value.is_empty() {
+            // An empty match value would match nothing, or everything.
+            return Err(TargetError::permanent(format!(
+                "rest.match gives an empty match value for `{subject}` (missing attribute?)"
+            )));
+        }
+        Ok(value.to_string())
     }
-    async fn lookup_account(&self, _ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
-        Err(todo_err())
+
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
+        let op = self.op(&self.config.accounts.lookup, "accounts.lookup")?;
+        let resp = match self.call(op, &Self::subject_vars(ctx)).await? {
+            Answer::Ok(r) => r,
+            Answer::Absent => return Ok(None),
+            Answer::Exists => return Err(unexpected(op)),
+        };
+        let json = resp.json(op.name)?;
+        let id = op.id.as_deref().unwrap_or_default();
+        let Some(items_pointer) = op.items.as_deref() else {
+            return mapping::pointer_text(&json, id)
+                .map(Some)
+                .ok_or_else(|| missing(op, "ID", id));
+        };
+        // A search: the items matching the subject, or all of them when the
+        // search itself is exact.
+        let items = mapping::items(&json, items_pointer)
+            .map_err(|e| TargetError::permanent(format!("{}: {e}", op.name)))?;
+        let wanted = ctx.match_value.to_lowercase();
+        let mut ids: Vec<String> = Vec::new();
+        for item in items {
+            if let Some(m) = op.match_pointer.as_deref() {
+                let found = mapping::pointer_text(item, m).map(|v| v.to_lowercase());
+                if found.as_deref() != Some(wanted.as_str()) {
+                    continue;
+                }
+            }
+            match mapping::pointer_text(item, id) {
+                Some(i) if !ids.contains(&i) => ids.push(i),
+                Some(_) => {}
+                None => tracing::warn!(operation = op.name, "search result has no ID; skipped"),
+            }
+        }
+        match ids.len() {
+            0 => Ok(None),
+            1 => Ok(ids.pop()),
+            n => Err(TargetError::permanent(format!(
+                "{}: {n} accounts match `{}`",
+                op.name, ctx.match_value
+            ))),
+        }
     }
-    async fn get_account(&self, _api_id: &str) -> TargetResult<Option<RemoteAccount>> {
-        Err(todo_err())
+
+    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>> {
+        let op = self.op(&self.config.accounts.get, "accounts.get")?;
+        let vars = Vars {
+            api_id: Some(api_id),
+            ..Vars::default()
+        };
+        let resp = match self.call(op, &vars).await? {
+            Answer::Ok(r) => r,
+            Answer::Absent => return Ok(None),
+            Answer::Exists => return Err(unexpected(op)),
+        };
+        let json = resp.json(op.name)?;
+        let m = op.match_pointer.as_deref().unwrap_or_default();
+        let match_value = mapping::pointer_text(&json, m)
+            .ok_or_else(|| missing(op, "match value", m))?
+            .to_lowercase();
+        let api_id = op
+            .id
+            .as_deref()
+            .and_then(|p| mapping::pointer_text(&json, p))
+            .unwrap_or_else(|| api_id.to_string());
+        Ok(Some(RemoteAccount {
+            api_id,
+            match_value,
+        }))
     }
-    async fn create_account(&self, _ctx: &SubjectContext) -> TargetResult<Created> {
-        Err(todo_err())
+
+    async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
+        let op = self.op(&self.config.accounts.create, "accounts.create")?;
+        match self.call(op, &Self::subject_vars(ctx)).await? {
+            Answer::Ok(resp) => {
+                // Without an ID in the answer the engine looks the account up.
+                let id = match op.id.as_deref() {
+                    Some(p) => mapping::pointer_text(&resp.json(op.name)?, p),
+                    None => None,
+                };
+                Ok(Created::New(id))
+            }
+            Answer::Exists => Ok(Created::AlreadyExists),
+            Answer::Absent => Err(unexpected(op)),
+        }
     }
-    async fn update_account(&self, _api_id: &str, _ctx: &SubjectContext) -> TargetResult<()> {
-        Err(todo_err())
+
+    async fn update_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
+        let op = self.op(&self.config.accounts.update, "accounts.update")?;
+        let vars = Vars {
+            api_id: Some(api_id),
+            ..Self::subject_vars(ctx)
+        };
+        match self.call(op, &vars).await? {
+            Answer::Ok(_) => Ok(()),
+            Answer::Absent | Answer::Exists => Err(unexpected(op)),
+        }
     }
-    async fn deprovision_account(&self, _api_id: &str, _ctx: &SubjectContext) -> TargetResult<()> {
-        Err(todo_err())
+
+    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
+        let op = self.op(&self.config.accounts.deprovision, "accounts.deprovision")?;
+        let vars = Vars {
+            api_id: Some(api_id),
+            ..Self::subject_vars(ctx)
+        };
+        match self.call(op, &vars).await? {
+            Answer::Ok(_) | Answer::Absent => Ok(()),
+            Answer::Exists => Err(unexpected(op)),
+        }
     }
+
     async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
-        Err(todo_err())
+        let op = self.op(&self.config.accounts.list, "accounts.list")?;
+        let items = self.list_items(op, &Vars::default()).await?;
+        Ok(mapping::accounts(
+            op.name,
+            &items,
+            op.id.as_deref().unwrap_or_default(),
+            op.match_pointer.as_deref().unwrap_or_default(),
+        ))
     }
+
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {
-        Err(todo_err())
+        let op = self.op(&self.config.groups.list, "groups.list")?;
+        let items = self.list_items(op, &Vars::default()).await?;
+        Ok(mapping::groups(
+            op.name,
+            &items,
+            op.id.as_deref().unwrap_or_default(),
+            op.name_pointer.as_deref().unwrap_or_default(),
+        ))
     }
-    async fn list_members(&self, _group_id: &str) -> TargetResult<Vec<RemoteAccount>> {
-        Err(todo_err())
+
+    async fn create_group(&self, name: &str) -> TargetResult<Option<ApiId>> {
+        let Some(op) = &self.config.groups.create else {
+            return Ok(None);
+        };
+        let vars = Vars {
+            group: Some(name),
+            ..Vars::default()
+        };
+        let id = match self.call(op, &vars).await? {
+            Answer::Ok(resp) => match op.id.as_deref() {
+                Some(p) => mapping::pointer_text(&resp.json(op.name)?, p),
+                None => None,
+            },
+            Answer::Exists => None,
+            Answer::Absent => return Err(unexpected(op)),
+        };
+        if id.is_some() {
+            return Ok(id);
+        }
+        // Created (or already there) but unnamed in the answer: read it back.
+        let found = self
+            .list_groups()
+            .await?
+            .into_iter()
+            .find(|g| g.name == name)
+            .map(|g| g.api_id);
+        match found {
+            Some(id) => Ok(Some(id)),
+            None => Err(TargetError::transient(format!(
+                "{}: group `{name}` was created but is not listed yet",
+                op.name
+            ))),
+        }
     }
+
+    async fn list_members(&self, group_id: &str) -> TargetResult<Vec<RemoteAccount>> {
+        let op = self.op(&self.config.groups.members, "groups.members")?;
+        let vars = Vars {
+            group_id: Some(group_id),
+            ..Vars::default()
+        };
+        let items = self.list_items(op, &vars).await?;
+        Ok(mapping::accounts(
+            op.name,
+            &items,
+            op.id.as_deref().unwrap_or_default(),
+            op.match_pointer.as_deref().unwrap_or_default(),
+        ))
+    }
+
     async fn add_member(
         &self,
-        _g: &RemoteGroup,
-        _api_id: &str,
-        _ctx: &SubjectContext,
+        group: &RemoteGroup,
+        api_id: &str,
+        ctx: &SubjectContext,
     ) -> TargetResult<()> {
-        Err(todo_err())
+        let op = self.op(&self.config.groups.add_member, "groups.add_member")?;
+        let vars = Vars {
+            api_id: Some(api_id),
+            group: Some(&group.name),
+            group_id: Some(&group.api_id),
+            ..Self::subject_vars(ctx)
+        };
+        match self.call(op, &vars).await? {
+            Answer::Ok(_) | Answer::Exists => Ok(()),
+            Answer::Absent => Err(unexpected(op)),
+        }
     }
+
     async fn remove_member(
         &self,
-        _g: &RemoteGroup,
-        _api_id: &str,
-        _ctx: &SubjectContext,
+        group: &RemoteGroup,
+        api_id: &str,
+        ctx: &SubjectContext,
     ) -> TargetResult<()> {
-        Err(todo_err())
+        let op = self.op(&self.config.groups.remove_member, "groups.remove_member")?;
+        let vars = Vars {
+            api_id: Some(api_id),
+            group: Some(&group.name),
+            group_id: Some(&group.api_id),
+            ..Self::subject_vars(ctx)
+        };
+        match self.call(op, &vars).await? {
+            Answer::Ok(_) | Answer::Absent => Ok(()),
+            Answer::Exists => Err(unexpected(op)),
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;
