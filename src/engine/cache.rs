@@ -27,6 +27,9 @@ struct AccountState {
     lru: LruCache<String, ApiId>,
     /// Until when a miss means "absent" (set by a complete prefill).
     trusted_until: Option<Instant>,
+    /// When the last prefill happened, complete or not: one listing per
+    /// validity period at most, even when it cannot be trusted.
+    prefilled_at: Option<Instant>,
 }
 
 /// Match value -> account API ID (`account_cache_size`,
@@ -54,6 +57,7 @@ impl AccountCache {
             state: Mutex::new(AccountState {
                 lru: LruCache::new(capacity(size)),
                 trusted_until: None,
+                prefilled_at: None,
             }),
             validity,
             hits: AtomicU64::new(0),
@@ -96,12 +100,18 @@ impl AccountCache {
             s.lru.put(a.match_value.clone(), a.api_id.clone());
         }
         let complete = accounts.len() <= s.lru.cap().get();
-        s.trusted_until = (complete && !self.validity.is_zero()).then(|| Instant::now() + self.validity);
+        let now = Instant::now();
+        s.prefilled_at = Some(now);
+        s.trusted_until = (complete && !self.validity.is_zero()).then(|| now + self.validity);
     }
 
-    /// Whether a prefill is due before misses can be trusted.
+    /// Whether a prefill is due: the validity period is on and the last
+    /// listing is older than it (or there was none).
     pub fn wants_prefill(&self) -> bool {
-        !self.validity.is_zero() && lock(&self.state).trusted_until.is_none_or(|u| Instant::now() >= u)
+        !self.validity.is_zero()
+            && lock(&self.state)
+                .prefilled_at
+                .is_none_or(|at| Instant::now() >= at + self.validity)
     }
 
     /// (hits, misses) since start.
@@ -122,16 +132,17 @@ impl GroupCache {
         }
     }
 
+    // Names are keyed lowercased: remote group names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<ApiId> {
-        lock(&self.lru).get(name).cloned()
+        lock(&self.lru).get(&name.to_lowercase()).cloned()
     }
 
     pub fn put(&self, name: &str, api_id: &str) {
-        lock(&self.lru).put(name.to_string(), api_id.to_string());
+        lock(&self.lru).put(name.to_lowercase(), api_id.to_string());
     }
 
     pub fn remove(&self, name: &str) {
-        lock(&self.lru).pop(name);
+        lock(&self.lru).pop(&name.to_lowercase());
     }
 
     /// Caches the groups of a listing that the provisioner maps to, so that
@@ -139,7 +150,7 @@ impl GroupCache {
     pub fn fill(&self, groups: &[RemoteGroup], wanted: impl Fn(&str) -> bool) {
         let mut lru = lock(&self.lru);
         for g in groups.iter().filter(|g| wanted(&g.name)) {
-            lru.put(g.name.clone(), g.api_id.clone());
+            lru.put(g.name.to_lowercase(), g.api_id.clone());
         }
     }
 }
@@ -174,6 +185,7 @@ mod tests {
         let cache = AccountCache::new(2, Duration::from_secs(60));
         cache.prefill(&[acct("a", "1"), acct("b", "2"), acct("c", "3")]);
         assert_eq!(cache.get("x"), CachedAccount::Unknown);
+        assert!(!cache.wants_prefill(), "an untrusted listing is not repeated within the period");
         cache.prefill(&[acct("a", "1"), acct("b", "2")]);
         assert_eq!(cache.get("x"), CachedAccount::TrustedAbsent);
         cache.put("c", "3");

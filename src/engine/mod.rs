@@ -185,6 +185,10 @@ impl Engine {
         ctx: &SubjectContext,
         trust_absent: bool,
     ) -> Step<Option<ApiId>> {
+        if trust_absent && self.accounts.wants_prefill() {
+            // The validity period needs a complete listing before misses can be trusted.
+            self.list_accounts(tally).await?;
+        }
         match self.accounts.get(&ctx.match_value) {
             CachedAccount::Known(id) => return Ok(Some(id)),
             CachedAccount::TrustedAbsent if trust_absent => return Ok(None),
@@ -219,10 +223,14 @@ impl Engine {
         let groups = self
             .call(tally, Phase::Member, self.target.list_groups())
             .await?;
-        let mapped: BTreeSet<&str> = self.target_group_map.values().map(String::as_str).collect();
-        self.groups.fill(&groups, |n| mapped.contains(n));
-        if let Some(g) = groups.into_iter().find(|g| g.name == remote_name) {
-            self.groups.put(&g.name, &g.api_id);
+        let mapped: BTreeSet<String> = self.target_group_map.values().map(|n| n.to_lowercase()).collect();
+        self.groups.fill(&groups, |n| mapped.contains(&n.to_lowercase()));
+        // Remote group names compare case-insensitively, as in the original.
+        if let Some(g) = groups
+            .into_iter()
+            .find(|g| g.name.to_lowercase() == remote_name.to_lowercase())
+        {
+            self.groups.put(remote_name, &g.api_id);
             return Ok(g);
         }
         if let Some(api_id) = self
@@ -300,10 +308,6 @@ impl Engine {
     }
 
     async fn update(&self, tally: &mut Tally, ctx: &SubjectContext, id: &str) -> Step<()> {
-        if ctx.attributes.is_empty() {
-            // No attributes means nothing to set; an update would blank fields.
-            return Ok(());
-        }
         self.call(tally, Phase::Account, self.target.update_account(id, ctx))
             .await
     }
@@ -340,23 +344,37 @@ impl Engine {
         let mut wanted = BTreeSet::new();
         let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
         let mut failures = Vec::new();
+        // A listed subject without a match value might own any remote account:
+        // removing accounts is then unsafe, so that phase is skipped.
+        let mut unmatched = 0usize;
         for subject in subjects {
             let attrs = attributes.get(subject).unwrap_or(&empty);
-            let ctx = self.context(subject, attrs, event.actor.as_deref())?;
+            let ctx = match self.context(subject, attrs, event.actor.as_deref()) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    unmatched += 1;
+                    collect(Err::<(), _>(e), subject, &mut failures)?;
+                    continue;
+                }
+            };
             wanted.insert(ctx.match_value.clone());
             if self.is_unmanaged(&ctx.match_value) {
                 continue;
             }
             let result = match remote_by_match.get(ctx.match_value.as_str()) {
-                Some(id) => self.update(tally, &ctx, id).await.map(|()| {
-                    updated += u32::from(!ctx.attributes.is_empty());
-                }),
+                // A sync that names a subject without attributes says nothing
+                // to change about it; an update would blank its fields.
+                Some(_) if ctx.attributes.is_empty() => Ok(()),
+                Some(id) => self.update(tally, &ctx, id).await.map(|()| updated += 1),
                 None => self.create(tally, &ctx).await.map(|_| created += 1),
             };
             collect(result, subject, &mut failures)?;
         }
         for account in &remote {
-            if wanted.contains(&account.match_value) || self.is_unmanaged(&account.match_value) {
+            if unmatched > 0
+                || wanted.contains(&account.match_value)
+                || self.is_unmanaged(&account.match_value)
+            {
                 continue;
             }
             let ctx = SubjectContext {
@@ -418,13 +436,25 @@ impl Engine {
                 return Ok(format!("already a member of {remote_name}"));
             }
         }
-        self.call(
-            tally,
-            Phase::Member,
-            self.target.add_member(&group, &id, ctx),
-        )
-        .await?;
-        Ok(format!("added {id} to {remote_name}"))
+        match self
+            .call(tally, Phase::Member, self.target.add_member(&group, &id, ctx))
+            .await
+        {
+            Ok(()) => Ok(format!("added {id} to {remote_name}")),
+            // A 404 may mean the cached account ID is stale: look it up afresh once.
+            Err(e) if e.status == Some(404) => {
+                self.accounts.remove(&ctx.match_value);
+                let fresh = self
+                    .resolve_account(tally, Phase::Member, ctx, false)
+                    .await?
+                    .filter(|fresh| *fresh != id)
+                    .ok_or(e)?;
+                self.call(tally, Phase::Member, self.target.add_member(&group, &fresh, ctx))
+                    .await?;
+                Ok(format!("added {fresh} to {remote_name}"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn remove_member(
@@ -461,9 +491,18 @@ impl Engine {
         let empty = Attributes::new();
         let mut wanted = Vec::new();
         let mut wanted_matches = BTreeSet::new();
+        let mut failures = Vec::new();
+        let mut unmatched = 0usize;
         for subject in subjects {
             let attrs = attributes.get(subject).unwrap_or(&empty);
-            let ctx = self.context(subject, attrs, event.actor.as_deref())?;
+            let ctx = match self.context(subject, attrs, event.actor.as_deref()) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    unmatched += 1;
+                    collect(Err::<(), _>(e), subject, &mut failures)?;
+                    continue;
+                }
+            };
             wanted_matches.insert(ctx.match_value.clone());
             if !self.is_unmanaged(&ctx.match_value) {
                 wanted.push(ctx);
@@ -480,54 +519,59 @@ impl Engine {
             .map(|m| m.match_value.clone())
             .collect();
 
-        let (mut added, mut missing) = (0u32, Vec::new());
-        let mut failures = Vec::new();
-        for ctx in &wanted {
-            if present_matches.contains(&ctx.match_value) {
-                continue;
+        // Adds go out in batches of the target's size, each sent as soon as it
+        // is full (so with no batching, each add follows its look-up).
+        let batch = self.target.member_batch_size().max(1);
+        let mut missing = Vec::new();
+        let mut to_add: Vec<(ApiId, SubjectContext)> = Vec::new();
+        let mut added = 0usize;
+        for (i, ctx) in wanted.iter().enumerate() {
+            if !present_matches.contains(&ctx.match_value) {
+                match self.resolve_account(tally, Phase::Member, ctx, true).await {
+                    Ok(Some(id)) => to_add.push((id, ctx.clone())),
+                    Ok(None) => missing.push(ctx.match_value.clone()),
+                    Err(e) => collect(Err::<(), _>(e), &ctx.subject, &mut failures)?,
+                }
             }
-            let id = match self.resolve_account(tally, Phase::Member, ctx, true).await {
-                Ok(Some(id)) => id,
-                Ok(None) => {
-                    missing.push(ctx.match_value.clone());
-                    continue;
-                }
-                Err(e) => {
-                    collect(Err::<(), _>(e), &ctx.subject, &mut failures)?;
-                    continue;
-                }
-            };
-            let result = self
-                .call(tally, Phase::Member, self.target.add_member(&group, &id, ctx))
-                .await
-                .map(|()| added += 1);
-            collect(result, &ctx.subject, &mut failures)?;
+            let last = i + 1 == wanted.len();
+            if to_add.len() >= batch || (last && !to_add.is_empty()) {
+                let chunk = std::mem::take(&mut to_add);
+                let result = self
+                    .call(tally, Phase::Member, self.target.add_members(&group, &chunk))
+                    .await
+                    .map(|()| added += chunk.len());
+                collect(result, &batch_label(&chunk), &mut failures)?;
+            }
         }
 
         let members = match present {
             Some(p) => p,
             None => self.list_members(tally, &group).await?,
         };
-        let mut removed = 0u32;
-        for member in &members {
-            if wanted_matches.contains(&member.match_value) || self.is_unmanaged(&member.match_value) {
-                continue;
-            }
-            let ctx = SubjectContext {
-                subject: member.match_value.clone(),
-                match_value: member.match_value.clone(),
-                attributes: Attributes::new(),
-                actor: event.actor.clone(),
-            };
+        let to_remove: Vec<(ApiId, SubjectContext)> = members
+            .iter()
+            .filter(|m| {
+                unmatched == 0
+                    && !wanted_matches.contains(&m.match_value)
+                    && !self.is_unmanaged(&m.match_value)
+            })
+            .map(|m| {
+                let ctx = SubjectContext {
+                    subject: m.match_value.clone(),
+                    match_value: m.match_value.clone(),
+                    attributes: Attributes::new(),
+                    actor: event.actor.clone(),
+                };
+                (m.api_id.clone(), ctx)
+            })
+            .collect();
+        let mut removed = 0usize;
+        for chunk in to_remove.chunks(batch) {
             let result = self
-                .call(
-                    tally,
-                    Phase::Member,
-                    self.target.remove_member(&group, &member.api_id, &ctx),
-                )
+                .call(tally, Phase::Member, self.target.remove_members(&group, chunk))
                 .await
-                .map(|()| removed += 1);
-            collect(result, &member.match_value, &mut failures)?;
+                .map(|()| removed += chunk.len());
+            collect(result, &batch_label(chunk), &mut failures)?;
         }
         let mut detail = format!("group sync {remote_name}: {added} added, {removed} removed");
         if !missing.is_empty() {
@@ -611,6 +655,17 @@ fn collect(result: Step<impl Sized>, who: &str, failures: &mut Vec<String>) -> S
     }
 }
 
+/// Names the subjects of a batch in failure reports.
+fn batch_label(chunk: &[(ApiId, SubjectContext)]) -> String {
+    match chunk {
+        [(_, only)] => only.subject.clone(),
+        _ => {
+            let names: Vec<String> = chunk.iter().map(|(_, c)| c.subject.clone()).collect();
+            format!("batch [{}]", abbreviate(&names))
+        }
+    }
+}
+
 fn finish_sync(detail: String, failures: Vec<String>) -> Step<String> {
     if failures.is_empty() {
         Ok(detail)
@@ -640,15 +695,6 @@ impl Provisioner for Engine {
 
     async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError> {
         let mut tally = Tally::default();
-        if self.accounts.wants_prefill() && self.provision_group.is_some() {
-            // A trusted cache needs a complete listing first.
-            if let Err(error) = self.list_accounts(&mut tally).await {
-                return Err(ApplyError {
-                    error,
-                    api_calls: tally.calls,
-                });
-            }
-        }
         match self.route(&mut tally, event).await {
             Ok((status, detail)) => Ok(Outcome {
                 status,

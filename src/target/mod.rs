@@ -186,6 +186,25 @@ pub trait TargetApi: Send + Sync {
         api_id: &str,
         ctx: &SubjectContext,
     ) -> TargetResult<()>;
+
+    /// Removes several members; kinds that can batch override this.
+    async fn remove_members(
+        &self,
+        group: &RemoteGroup,
+        members: &[(ApiId, SubjectContext)],
+    ) -> TargetResult<()> {
+        for (api_id, ctx) in members {
+            self.remove_member(group, api_id, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// How many members one `add_members`/`remove_members` call changes in
+    /// one request. The engine sends batches of this size during group syncs
+    /// and paces each batch as one call; 1 means no batching.
+    fn member_batch_size(&self) -> usize {
+        1
+    }
 }
 
 /// The registry: builds the target of a provisioner from its `kind`.

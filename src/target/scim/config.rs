@@ -1,21 +1,362 @@
-//! `[scim]`: overrides for `kind = "scim"` (placeholder, being written).
+//! `[scim]`: overrides of the SCIM defaults for `kind = "scim"` (SPEC §4).
+//! Every key is optional; see docs/scim.md.
 
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 
+use super::mapping::{self, AttrPath};
 use crate::config::{Needs, Problems};
 
-/// The `[scim]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The `[scim]` table as written.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScimFile {}
-
-#[derive(Debug, Clone, Default)]
-pub struct ScimConfig {}
-
-pub fn validate(_file: ScimFile, _p: &mut Problems<'_>) -> Option<ScimConfig> {
-    Some(ScimConfig {})
+pub struct ScimFile {
+    /// Template of the `userName` sent to the provider.
+    #[serde(default = "default_user_name")]
+    pub user_name: String,
+    /// Template of a local subject's match value; by default the rendered
+    /// `userName`, lowercased. It sees `subject`, `attributes` and
+    /// `user_name` (the rendered userName); no `actor`, as match values are
+    /// computed outside of any one event.
+    #[serde(rename = "match", default)]
+    pub match_template: Option<String>,
+    /// SCIM attribute path -> template, merged over the defaults (`emails`,
+    /// `name.givenName`, `name.familyName`, `displayName`); `""` drops a default.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// `patch` (replace operations) or `put` (the whole resource).
+    #[serde(default = "default_update_method")]
+    pub update_method: String,
+    /// `delete` or `deactivate` (PATCH `active=false`; a later add re-activates).
+    #[serde(default = "default_deprovision")]
+    pub deprovision: String,
+    /// Create a mapped group that the provider does not have yet.
+    #[serde(default)]
+    pub create_missing_groups: bool,
+    /// `count` asked for per page when listing users and groups.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// The provider's attribute compared with the match value in look-ups
+    /// (`filter=<attr> eq "..."`) and read from listed accounts.
+    #[serde(default = "default_filter_attribute")]
+    pub filter_attribute: String,
+    /// How a group member's match value is found: `users` (list the users once
+    /// and join by id) or `display` (trust the member's `display`).
+    #[serde(default = "default_member_match")]
+    pub member_match: String,
+    /// Members added (or removed) per PATCH on a group.
+    #[serde(default = "default_member_batch_size")]
+    pub member_batch_size: usize,
 }
 
+impl Default for ScimFile {
+    fn default() -> Self {
+        ScimFile {
+            user_name: default_user_name(),
+            match_template: None,
+            attributes: BTreeMap::new(),
+            update_method: default_update_method(),
+            deprovision: default_deprovision(),
+            create_missing_groups: false,
+            page_size: default_page_size(),
+            filter_attribute: default_filter_attribute(),
+            member_match: default_member_match(),
+            member_batch_size: default_member_batch_size(),
+        }
+    }
+}
+
+fn default_user_name() -> String {
+    "{{ subject }}".into()
+}
+fn default_update_method() -> String {
+    "patch".into()
+}
+fn default_deprovision() -> String {
+    "delete".into()
+}
+fn default_page_size() -> usize {
+    100
+}
+fn default_filter_attribute() -> String {
+    "userName".into()
+}
+fn default_member_match() -> String {
+    "users".into()
+}
+fn default_member_batch_size() -> usize {
+    100
+}
+
+/// The attribute mapping used unless `[scim.attributes]` overrides a key (SPEC §4).
+pub fn default_attributes() -> BTreeMap<String, String> {
+    [
+        ("emails", "{{ attributes.mail[0] }}"),
+        ("name.givenName", "{{ attributes.givenName[0] }}"),
+        ("name.familyName", "{{ attributes.sn[0] }}"),
+        ("displayName", "{{ attributes.displayName[0] }}"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Upper bound of `page_size` and `member_batch_size`: providers cap pages
+/// themselves, and a huge PATCH is more likely refused than fast.
+const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMethod {
+    Patch,
+    Put,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprovision {
+    Delete,
+    Deactivate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberMatch {
+    Users,
+    Display,
+}
+
+/// One mapped attribute: where it goes and its template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeMapping {
+    /// The key as written, for error messages.
+    pub key: String,
+    pub path: AttrPath,
+    pub template: String,
+}
+
+/// The validated `[scim]` settings.
+#[derive(Debug, Clone)]
+pub struct ScimConfig {
+    pub user_name: String,
+    pub match_template: Option<String>,
+    /// Only mappings with a non-empty template.
+    pub attributes: Vec<AttributeMapping>,
+    pub update_method: UpdateMethod,
+    pub deprovision: Deprovision,
+    pub create_missing_groups: bool,
+    pub page_size: usize,
+    pub filter_attribute: String,
+    pub member_match: MemberMatch,
+    pub member_batch_size: usize,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        let mut sink = Vec::new();
+        let mut p = Problems::new(std::path::Path::new("<defaults>"), &mut sink);
+        let attributes = mappings(&default_attributes(), &mut p);
+        ScimConfig {
+            user_name: default_user_name(),
+            match_template: None,
+            attributes,
+            update_method: UpdateMethod::Patch,
+            deprovision: Deprovision::Delete,
+            create_missing_groups: false,
+            page_size: default_page_size(),
+            filter_attribute: default_filter_attribute(),
+            member_match: MemberMatch::Users,
+            member_batch_size: default_member_batch_size(),
+        }
+    }
+}
+
+/// The template environment of the SCIM kind: missing attributes render as
+/// nothing (an LDAP entry without `sn` simply has no family name), so that
+/// empty values can be left out of the resource.
+pub fn template_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env
+}
+
+fn check_template(env: &Environment<'_>, key: &str, source: &str, p: &mut Problems<'_>) {
+    if let Err(e) = env.template_from_str(source) {
+        p.add(
+            key,
+            format!("bad template: {e}"),
+            "fix the template syntax (minijinja, e.g. \"{{ attributes.mail[0] }}\")",
+        );
+    }
+}
+
+/// `scim.attributes."name.givenName"`: quoted, since paths hold dots and colons.
+fn attribute_key(path: &str) -> String {
+    format!("scim.attributes.\"{path}\"")
+}
+
+fn mappings(table: &BTreeMap<String, String>, p: &mut Problems<'_>) -> Vec<AttributeMapping> {
+    let mut out = Vec::new();
+    for (key, template) in table {
+        if template.trim().is_empty() {
+            continue;
+        }
+        match AttrPath::parse(key) {
+            Ok(path) => out.push(AttributeMapping {
+                key: key.clone(),
+                path,
+                template: template.clone(),
+            }),
+            Err(e) => p.add(
+                attribute_key(key),
+                e,
+                "use a SCIM attribute path such as \"displayName\", \"name.givenName\", \"emails\", \"phoneNumbers[type eq \\\"mobile\\\"]\" or \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber\"",
+            ),
+        }
+    }
+    out
+}
+
+/// Validates `[scim]`, reporting every problem with its dotted key.
+pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
+    let start = p.count();
+    let env = template_env();
+    check_template(&env, "scim.user_name", &file.user_name, p);
+    if file.user_name.trim().is_empty() {
+        p.add(
+            "scim.user_name",
+            "is empty, so no account would have a userName",
+            "leave it out (default \"{{ subject }}\") or give a template",
+        );
+    }
+    if let Some(m) = &file.match_template {
+        check_template(&env, "scim.match", m, p);
+        if m.trim().is_empty() {
+            p.add(
+                "scim.match",
+                "is empty, so every subject would have the same match value",
+                "leave it out (default: the userName, lowercased) or give a template",
+            );
+        }
+    }
+
+    let mut table = default_attributes();
+    table.extend(file.attributes);
+    for (key, template) in &table {
+        check_template(&env, &attribute_key(key), template, p);
+    }
+    let attributes = mappings(&table, p);
+    check_shapes(&attributes, p);
+
+    let update_method = match file.update_method.as_str() {
+        "patch" => UpdateMethod::Patch,
+        "put" => UpdateMethod::Put,
+        other => {
+            p.add(
+                "scim.update_method",
+                format!("unknown update method `{other}`"),
+                "use \"patch\" or \"put\"",
+            );
+            UpdateMethod::Patch
+        }
+    };
+    let deprovision = match file.deprovision.as_str() {
+        "delete" => Deprovision::Delete,
+        "deactivate" => Deprovision::Deactivate,
+        other => {
+            p.add(
+                "scim.deprovision",
+                format!("unknown deprovision mode `{other}`"),
+                "use \"delete\" or \"deactivate\"",
+            );
+            Deprovision::Delete
+        }
+    };
+    let member_match = match file.member_match.as_str() {
+        "users" => MemberMatch::Users,
+        "display" => MemberMatch::Display,
+        other => {
+            p.add(
+                "scim.member_match",
+                format!("unknown member match `{other}`"),
+                "use \"users\" (list users and join by id) or \"display\" (trust members[].display)",
+            );
+            MemberMatch::Users
+        }
+    };
+    for (key, value) in [
+        ("scim.page_size", file.page_size),
+        ("scim.member_batch_size", file.member_batch_size),
+    ] {
+        if value == 0 || value > MAX_BATCH {
+            p.add(
+                key,
+                format!("{value} is out of range"),
+                format!("use a number from 1 to {MAX_BATCH} (default 100)"),
+            );
+        }
+    }
+    if let Err(e) = mapping::check_filter_attribute(&file.filter_attribute) {
+        p.add(
+            "scim.filter_attribute",
+            e,
+            "name one attribute, e.g. \"userName\", \"externalId\" or \"emails.value\"",
+        );
+    }
+
+    (p.count() == start).then_some(ScimConfig {
+        user_name: file.user_name,
+        match_template: file.match_template,
+        attributes,
+        update_method,
+        deprovision,
+        create_missing_groups: file.create_missing_groups,
+        page_size: file.page_size,
+        filter_attribute: file.filter_attribute,
+        member_match,
+        member_batch_size: file.member_batch_size,
+    })
+}
+
+/// Two paths that would put different shapes at one place (`name` and
+/// `name.givenName`, `emails` twice) are caught now, with a sample value, not
+/// at the first event.
+fn check_shapes(attributes: &[AttributeMapping], p: &mut Problems<'_>) {
+    let defaults = default_attributes();
+    // The defaults' spelling is the reference, so the operator's key is the one named.
+    let mut ordered: Vec<&AttributeMapping> = attributes.iter().collect();
+    ordered.sort_by_key(|m| !defaults.contains_key(&m.key));
+    let mut spelled: BTreeMap<String, &str> = BTreeMap::new();
+    for m in ordered {
+        let top = match &m.path {
+            AttrPath::Core { attr, .. } | AttrPath::MultiValued { attr, .. } => attr.as_str(),
+            AttrPath::Extension { urn, .. } => urn.as_str(),
+        };
+        match spelled.get(&top.to_ascii_lowercase()) {
+            Some(other) if *other != top => p.add(
+                attribute_key(&m.key),
+                format!("`{top}` and `{other}` are the same SCIM attribute spelled differently"),
+                "spell the attribute the same way in every key",
+            ),
+            Some(_) => {}
+            None => {
+                spelled.insert(top.to_ascii_lowercase(), top);
+            }
+        }
+    }
+    let sample: Vec<(&AttrPath, String)> = attributes
+        .iter()
+        .map(|m| (&m.path, "x".to_string()))
+        .collect();
+    if let Err(e) = mapping::build_user("x", &sample) {
+        p.add(
+            "scim.attributes",
+            e,
+            "map each place once; set a default's key to \"\" to drop it (e.g. emails = \"\")",
+        );
+    }
+}
+
+/// SCIM has every operation the engine needs.
 pub fn missing_operations(_scim: &ScimConfig, _needs: Needs) -> Vec<(String, String, String)> {
     Vec::new()
 }

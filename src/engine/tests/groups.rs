@@ -1,0 +1,191 @@
+//! Single-subject target-group events: strategies, the retry delay, group
+//! resolution.
+
+use super::*;
+
+fn staff_target() -> MemoryTarget {
+    MemoryTarget::new()
+        .with_accounts(["alice", "bob"])
+        .with_group("Other", Vec::<String>::new())
+        .with_group("Staff", ["alice"])
+}
+
+#[tokio::test]
+async fn add_member_first_adds_without_looking_at_the_members() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "bob")).await,
+        ["list_groups", "lookup bob", "add_member g-staff u-bob"]
+    );
+    // Group ID cached; alice is added although she is a member already.
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "alice")).await,
+        ["lookup alice", "add_member g-staff u-alice"]
+    );
+    assert_eq!(t.members("Staff"), set(["alice", "bob"]));
+}
+
+#[tokio::test]
+async fn query_first_adds_only_a_member_that_is_missing() {
+    // A server that rejects adding an existing member.
+    let t = staff_target().rejecting_duplicate_members().arc();
+    let e = engine(&cfg("group_sync_strategy = \"query-first\""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "bob")).await,
+        [
+            "list_groups",
+            "lookup bob",
+            "list_members g-staff",
+            "add_member g-staff u-bob"
+        ]
+    );
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "alice")).await,
+        ["lookup alice", "list_members g-staff"]
+    );
+    assert_eq!(t.members("Staff"), set(["alice", "bob"]));
+}
+
+#[tokio::test]
+async fn delete_removes_the_member_and_an_absent_account_makes_no_call() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "alice")).await,
+        [
+            "list_groups",
+            "lookup alice",
+            "remove_member g-staff u-alice"
+        ]
+    );
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "ghost")).await,
+        ["lookup ghost"]
+    );
+    assert!(t.members("Staff").is_empty());
+    assert_eq!(t.account_set(), set(["alice", "bob"]), "accounts stay");
+}
+
+#[tokio::test]
+async fn applying_the_same_group_events_twice_leaves_the_same_state() {
+    for strategy in ["add-member-first", "query-first"] {
+        let t = staff_target().arc();
+        let e = engine(&cfg(&format!("group_sync_strategy = \"{strategy}\"")), &t);
+        for ev in [one("add", STAFF, "bob"), bare("delete", STAFF, "alice")] {
+            applied(&e, &t, &ev).await;
+            let first = t.snapshot();
+            applied(&e, &t, &ev).await;
+            assert_eq!(t.snapshot(), first, "{strategy}: {ev:?}");
+        }
+        assert_eq!(t.members("Staff"), set(["bob"]));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_not_there_yet_is_looked_up_again_after_the_retry_delay() {
+    let t = staff_target().arc();
+    let e = engine(&cfg("target_group_retry_delay = 7"), &t);
+    let start = Instant::now();
+    // The account is provisioned (by someone else) 5 s into the wait.
+    let provisioner = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            t.insert_account("carol")
+        })
+    };
+    let result = e.apply(&one("add", STAFF, "carol")).await;
+    let timed = t.take_timed_calls();
+    let calls: Vec<&str> = timed.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        calls,
+        [
+            "list_groups",
+            "lookup carol",
+            "lookup carol",
+            "add_member g-staff u-carol"
+        ]
+    );
+    let outcome = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.api_calls, 4);
+    assert_eq!(timed[1].1 - start, Duration::ZERO);
+    assert_eq!(
+        timed[2].1 - timed[1].1,
+        Duration::from_secs(7),
+        "waited exactly the delay"
+    );
+    assert_eq!(timed[3].1, timed[2].1);
+    assert_eq!(provisioner.await.ok(), Some("u-carol".to_string()));
+    assert_eq!(t.members("Staff"), set(["alice", "carol"]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_still_missing_after_the_retry_delay_is_a_permanent_error() {
+    let t = staff_target().arc();
+    let e = engine(&cfg("target_group_retry_delay = 7"), &t);
+    let start = Instant::now();
+    let (err, calls) = failed(&e, &t, &one("add", STAFF, "carol")).await;
+    assert_eq!(calls, ["list_groups", "lookup carol", "lookup carol"]);
+    assert!(!err.is_transient(), "{err:?}");
+    assert_eq!(err.api_calls, 3);
+    assert!(err.to_string().contains("carol"), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+    assert_eq!(t.members("Staff"), set(["alice"]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_retry_delay_is_twenty_seconds() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    let start = Instant::now();
+    failed(&e, &t, &one("add", STAFF, "carol")).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_mapped_group_missing_on_the_target_is_a_permanent_error() {
+    let t = MemoryTarget::new().with_accounts(["alice"]).arc();
+    let e = engine(&cfg(""), &t);
+    let (err, calls) = failed(&e, &t, &one("add", STAFF, "alice")).await;
+    assert_eq!(calls, ["list_groups", "create_group Staff"]);
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("Staff"), "{err}");
+}
+
+#[tokio::test]
+async fn remote_group_names_are_matched_case_insensitively_as_in_the_original() {
+    // The original lowercased both the mapped name and the listed names.
+    let t = MemoryTarget::new()
+        .with_accounts(["alice"])
+        .with_group("STAFF", Vec::<String>::new())
+        .arc();
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "alice")).await,
+        ["list_groups", "lookup alice", "add_member g-staff u-alice"]
+    );
+    assert_eq!(t.members("STAFF"), set(["alice"]));
+}
+
+#[tokio::test]
+async fn a_stale_cached_id_in_a_group_add_is_looked_up_again() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", PG, "carol")).await,
+        ["lookup carol", "create carol"]
+    );
+    t.remove_account("carol");
+    t.insert_account_with_id("carol", "u-carol-new");
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "carol")).await,
+        [
+            "list_groups",
+            "add_member g-staff u-carol",
+            "lookup carol",
+            "add_member g-staff u-carol-new"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice", "carol"]));
+}
