@@ -204,7 +204,7 @@ async fn add_to_group_waits_for_a_not_yet_provisioned_account_and_looks_once_mor
     let mut h = Harness::start("").await;
     let gid = h.mock.add_group("Staff");
     h.publish(add(STAFF, "late", "late@example.edu", "L", "L")).await;
-    assert!(h.mock.wait_until(DEADLINE, |m| m.requests().iter().any(|r| r.path.starts_with("/users/late"))).await);
+    assert!(h.mock.wait_until(DEADLINE, |m| m.requests().iter().any(|r| r.path.starts_with("/users/late") && r.status == Some(404))).await);
     let uid = h.mock.add_user("late@example.edu", "L", "L");
     assert_eq!(h.outcome().await.verdict, Verdict::Applied);
     let reqs = h.mock.requests();
