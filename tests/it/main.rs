@@ -9,5 +9,7 @@ mod support;
 mod cli;
 mod delivery;
 mod docs;
+mod guarantees;
 mod options;
+mod secrets;
 mod sync;
