@@ -85,3 +85,36 @@ fn check_never_prints_a_secret() {
     assert!(!out.contains("tok-SECRET-123") && !err.contains("tok-SECRET-123"), "{out}");
     assert!(out.contains("auth: bearer"));
 }
+
+#[test]
+fn the_demo_runs_through_the_broker_and_shows_the_final_state() {
+    let out = provisioner()
+        .arg("demo")
+        .env("AMQP_URL", crate::support::amqp_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Publishing 9 events"), "{stdout}");
+    assert_eq!(stdout.matches("dead-lettered").count(), 1, "one invalid event: {stdout}");
+    assert_eq!(stdout.matches(" applied ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches(" ignored ").count(), 2, "{stdout}");
+    assert!(stdout.contains("user  jdoe@example.edu"), "{stdout}");
+    assert!(stdout.contains("members: asmith@example.edu"), "{stdout}");
+    assert!(!stdout.contains("olduser@example.edu   "), "olduser deprovisioned: {stdout}");
+}
+
+#[test]
+fn the_demo_without_a_broker_says_how_to_start_one_and_still_shows_the_events() {
+    let out = provisioner()
+        .arg("demo")
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("No RabbitMQ broker answered"), "{stdout}");
+    assert!(stdout.contains("rabbitmq-server -detached"), "{stdout}");
+    assert!(stdout.contains("user  jdoe@example.edu"), "{stdout}");
+    assert!(stdout.contains("applied"), "{stdout}");
+}

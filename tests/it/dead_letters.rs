@@ -1,0 +1,65 @@
+//! `provisioner dead-letters list|requeue`: parked events can be inspected
+//! with their reasons, and sent back after a fix.
+
+use std::process::Command;
+
+use provisioner::worker::Verdict;
+
+use crate::support::*;
+use provisioner::mock_target::MockTarget;
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .arg("--config")
+        .arg(dir.join("worker.toml"))
+        .args(args)
+        .env("AMQP_URL", amqp_url())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_are_listed_with_reasons_and_requeued_after_a_fix() {
+    let _broker = shared().await;
+    let mock = MockTarget::start().await.unwrap();
+    let queue = unique("dl");
+    let text = example_provisioner(&mock.url(), &queue, "name = \"dl\"");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dl.toml"), &text).unwrap();
+    std::fs::write(dir.path().join("worker.toml"), "provisioners = [\"dl.toml\"]\n").unwrap();
+    let mut h = Harness::start_with(mock, queue.clone(), &text).await;
+
+    // The target refuses one subject for now.
+    h.mock.fail_matching("GET", "/users/blocked", 400);
+    h.publish(add(USERS, "blocked", "blocked@example.edu", "B", "B")).await;
+    h.publish_raw(b"{\"action\": \"add\"").await;
+    let outcomes = h.outcomes(2).await;
+    assert!(outcomes.iter().all(|o| o.verdict == Verdict::DeadLettered), "{outcomes:#?}");
+
+    let (ok, listed) = cli(dir.path(), &["dead-letters", "list", "--provisioner", "dl"]);
+    assert!(ok, "{listed}");
+    assert!(listed.contains("2 parked event(s)"), "{listed}");
+    assert!(listed.contains("HTTP 400"), "{listed}");
+    assert!(listed.contains("not JSON"), "{listed}");
+    assert!(listed.contains("blocked@example.edu"), "bodies shown: {listed}");
+    // Listing does not remove them.
+    let (_, again) = cli(dir.path(), &["dead-letters", "list", "--provisioner", "dl"]);
+    assert!(again.contains("2 parked event(s)"), "{again}");
+
+    // After the fix, requeue: the valid one is applied, the invalid one parked again.
+    h.mock.clear_faults();
+    let (ok, requeued) = cli(dir.path(), &["dead-letters", "requeue", "--provisioner", "dl"]);
+    assert!(ok, "{requeued}");
+    assert!(requeued.contains("re-queued 2 event(s)"), "{requeued}");
+    let outcomes = h.outcomes(2).await;
+    let applied = outcomes.iter().filter(|o| o.verdict == Verdict::Applied).count();
+    assert_eq!(applied, 1, "{outcomes:#?}");
+    assert!(h.mock.user("blocked@example.edu").is_some());
+    let parked = h.dead_letters().await;
+    assert_eq!(parked.len(), 1, "only the invalid event is parked again");
+    h.cleanup().await;
+}
