@@ -224,7 +224,16 @@ impl HttpClient {
         }
         let base = prefix.as_str().trim_end_matches('/');
         let joined = format!("{base}{path_and_query}");
-        url::Url::parse(&joined).map_err(|e| TargetError::permanent(format!("bad request URL: {e}")))
+        let u = url::Url::parse(&joined)
+            .map_err(|e| TargetError::permanent(format!("bad request URL: {e}")))?;
+        if u.origin() != prefix.origin() {
+            // A path not starting with `/` (`@host/`, `.host/`) would move the
+            // request, credentials and all, to another host.
+            return Err(TargetError::permanent(
+                "the request path does not start with `/`; refused",
+            ));
+        }
+        Ok(u)
     }
 
     /// Sends one request. `Ok` for every HTTP answer; `Err` only when no
@@ -278,8 +287,18 @@ impl HttpClient {
             builder = builder.header(name, value);
         }
         if let (Some(obo), Some(actor)) = (&self.inner.on_behalf_of, &req.actor) {
-            let value = crate::template::render_str(&obo.value, &minijinja::context! { actor => actor })
-                .map_err(|e| Answered(TargetError::permanent(format!("on_behalf_of.value: {e}"))))?;
+            let value =
+                crate::template::render_str(&obo.value, &minijinja::context! { actor => actor })
+                    .map_err(|e| {
+                        Answered(TargetError::permanent(format!("on_behalf_of.value: {e}")))
+                    })?;
+            // An actor that makes no valid header value (a line break) is the
+            // event's fault: retrying cannot help.
+            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                Answered(TargetError::permanent(
+                    "on_behalf_of: the actor does not make a valid header value",
+                ))
+            })?;
             builder = builder.header(obo.header.as_str(), value);
         }
         if let Some(accept) = req.accept {

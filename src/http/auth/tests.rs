@@ -1,12 +1,659 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
 use super::*;
+use crate::config::ConfigError;
 
 #[test]
 fn qsh_follows_the_gluster_examples() {
     // seeds/002: "GET\n/v1/volumes\nstatus=1" and "POST\n/v1/volumes/gv1/start\n{"force": true}"
     let get = query_string_hash("GET", "/v1/volumes", Some("status=1"), None);
-    assert_eq!(get, hex::encode(Sha256::digest(b"GET\n/v1/volumes\nstatus=1")));
-    let post = query_string_hash("POST", "/v1/volumes/gv1/start", None, Some(br#"{"force": true}"#));
-    assert_eq!(post, hex::encode(Sha256::digest(b"POST\n/v1/volumes/gv1/start\n{\"force\": true}")));
+    assert_eq!(
+        get,
+        hex::encode(Sha256::digest(b"GET\n/v1/volumes\nstatus=1"))
+    );
+    let post = query_string_hash(
+        "POST",
+        "/v1/volumes/gv1/start",
+        None,
+        Some(br#"{"force": true}"#),
+    );
+    assert_eq!(
+        post,
+        hex::encode(Sha256::digest(
+            b"POST\n/v1/volumes/gv1/start\n{\"force\": true}"
+        ))
+    );
     let bare = query_string_hash("get", "/v1/volumes", Some(""), Some(b""));
     assert_eq!(bare, hex::encode(Sha256::digest(b"GET\n/v1/volumes")));
+}
+
+#[test]
+fn qsh_puts_the_query_before_the_body() {
+    let both = query_string_hash("PUT", "/v1/volumes/gv1", Some("force=1"), Some(b"{}"));
+    assert_eq!(
+        both,
+        hex::encode(Sha256::digest(b"PUT\n/v1/volumes/gv1\nforce=1\n{}"))
+    );
+    // The digests of the seed's examples, written out (sha256sum), so that
+    // the test does not only compare sha2 with itself.
+    assert_eq!(
+        query_string_hash("GET", "/v1/volumes", None, None),
+        "8746af3d9024df654be2f2e3583b7e44d781f85a6c3065dc6bfe65407020f4ac"
+    );
+    assert_eq!(
+        query_string_hash("GET", "/v1/volumes", Some("status=1"), None),
+        "1d26241428b8793fab6edbebfa11e65bd3a3455d4aa59438cdee79fba0a000c8"
+    );
+    assert_eq!(
+        query_string_hash(
+            "POST",
+            "/v1/volumes/gv1/start",
+            None,
+            Some(br#"{"force": true}"#)
+        ),
+        "006279b763c3a7d133cf2b8140c1bdec28c5431b30e817817a2119f1cf0dc07a"
+    );
+}
+
+// ------------------------------------------------------------------ validate
+
+/// Validates an `[auth]` table given as TOML text.
+fn validate(text: &str) -> (AuthConfig, Vec<ConfigError>) {
+    let file: AuthFile = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut errors = Vec::new();
+    let path = Path::new("/etc/provisioner/p.toml");
+    let config = {
+        let mut p = Problems::new(path, &mut errors);
+        AuthConfig::validate(Some(file), &mut p)
+    };
+    (config, errors)
+}
+
+fn error_keys(text: &str) -> Vec<String> {
+    let (_, errors) = validate(text);
+    errors.iter().map(|e| e.key.clone()).collect()
+}
+
+#[test]
+fn no_auth_table_is_scheme_none() {
+    let mut errors = Vec::new();
+    let mut p = Problems::new(Path::new("p.toml"), &mut errors);
+    assert_eq!(AuthConfig::validate(None, &mut p).scheme(), "none");
+    assert!(errors.is_empty());
+}
+
+#[test]
+fn every_scheme_validates_with_its_keys() {
+    let cases = [
+        ("scheme = \"none\"", "none"),
+        ("scheme = \"bearer\"\nclient_secret = \"s\"", "bearer"),
+        ("scheme = \"header\"\nheader = \"X-Api-Key\"\nclient_secret = \"s\"", "header"),
+        ("scheme = \"basic\"\nusername = \"u\"\nclient_secret = \"s\"", "basic"),
+        (
+            "scheme = \"oauth2\"\ntoken_url = \"https://idp.example.com/token\"\nclient_id = \"c\"\nscope = \"a b\"\nclient_secret = \"s\"",
+            "oauth2",
+        ),
+        (
+            "scheme = \"login\"\nlogin_url = \"https://api.example.com/login\"\nusername = \"u\"\nlogin_format = \"form\"\nlogin_body = { user = \"{{ username }}\" }\ntoken_pointer = \"/token\"\ntoken_header = \"X-Auth-Token\"\ntoken_prefix = \"\"\ntoken_ttl_s = 60\nclient_secret = \"s\"",
+            "login",
+        ),
+        (
+            "scheme = \"jwt\"\nissuer = \"app\"\nttl_s = 60\nqsh = true\nclaims = { aud = \"x\" }\nclient_secret = \"s\"",
+            "jwt",
+        ),
+    ];
+    for (text, scheme) in cases {
+        let (config, errors) = validate(text);
+        assert!(errors.is_empty(), "{text}: {errors:?}");
+        assert_eq!(config.scheme(), scheme, "{text}");
+    }
+}
+
+#[test]
+fn login_and_jwt_defaults_follow_the_spec() {
+    let (config, errors) = validate(
+        "scheme = \"login\"\nlogin_url = \"https://api.example.com/login\"\nusername = \"svc\"\nclient_secret = \"pw\"",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    match config {
+        AuthConfig::Login {
+            form,
+            body,
+            token_pointer,
+            token_header,
+            token_prefix,
+            token_ttl,
+            ..
+        } => {
+            assert!(!form);
+            assert_eq!(
+                body,
+                serde_json::json!({"username": "{{ username }}", "password": "{{ password }}"})
+            );
+            assert_eq!(token_pointer, None);
+            assert_eq!(token_header, "Authorization");
+            assert_eq!(token_prefix, "Bearer ");
+            assert_eq!(token_ttl, Duration::from_secs(3600));
+        }
+        other => panic!("not login: {other:?}"),
+    }
+    let (config, errors) = validate("scheme = \"jwt\"\nissuer = \"app\"\nclient_secret = \"k\"");
+    assert!(errors.is_empty(), "{errors:?}");
+    match config {
+        AuthConfig::Jwt {
+            ttl, qsh, claims, ..
+        } => {
+            assert_eq!(ttl, Duration::from_secs(300));
+            assert!(!qsh);
+            assert!(claims.is_empty());
+        }
+        other => panic!("not jwt: {other:?}"),
+    }
+}
+
+#[test]
+fn validation_names_the_key_that_is_wrong() {
+    assert_eq!(error_keys("scheme = \"kerberos\""), vec!["auth.scheme"]);
+    assert_eq!(
+        error_keys("scheme = \"bearer\""),
+        vec!["auth.client_secret"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"header\"\nclient_secret = \"s\""),
+        vec!["auth.header"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"header\"\nheader = \"X Api Key\"\nclient_secret = \"s\""),
+        vec!["auth.header"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"basic\"\nclient_secret = \"s\""),
+        vec!["auth.username"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"oauth2\"\ntoken_url = \"ftp://idp/token\"\nclient_secret = \"s\""),
+        vec!["auth.token_url", "auth.client_id"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"login\"\nlogin_url = \"https://a/login\"\nusername = \"u\"\nlogin_format = \"xml\"\ntoken_pointer = \"token\"\ntoken_header = \"Bad Header\"\nclient_secret = \"s\""),
+        vec!["auth.login_format", "auth.token_pointer", "auth.token_header"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"jwt\"\nissuer = \"app\"\nttl_s = 0\nclaims = { iss = \"x\", exp = 1 }\nclient_secret = \"s\""),
+        vec!["auth.ttl_s", "auth.claims.iss", "auth.claims.exp"]
+    );
+    // A key of another scheme is a mistake, not silently ignored.
+    assert_eq!(
+        error_keys("scheme = \"bearer\"\nusername = \"u\"\ntoken_url = \"https://x\"\nclient_secret = \"s\""),
+        vec!["auth.username", "auth.token_url"]
+    );
+    assert_eq!(
+        error_keys("scheme = \"none\"\nqsh = true"),
+        vec!["auth.qsh"]
+    );
+}
+
+#[test]
+fn unknown_auth_keys_are_rejected_by_the_parser() {
+    assert!(toml::from_str::<AuthFile>("scheme = \"bearer\"\nclient_secert = \"s\"").is_err());
+}
+
+#[test]
+fn secret_sources_resolve_and_their_errors_hide_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt.key"), "file-secret-7Gq\n").unwrap();
+    let file = dir.path().join("p.toml");
+    let auth: AuthFile = toml::from_str(
+        "scheme = \"jwt\"\nissuer = \"app\"\nclient_secret = { file = \"jwt.key\" }",
+    )
+    .unwrap();
+    let mut errors = Vec::new();
+    let config = AuthConfig::validate(Some(auth), &mut Problems::new(&file, &mut errors));
+    assert!(errors.is_empty(), "{errors:?}");
+    match &config {
+        AuthConfig::Jwt { key, .. } => assert_eq!(key.expose(), "file-secret-7Gq"),
+        other => panic!("not jwt: {other:?}"),
+    }
+    assert!(!format!("{config:?}").contains("file-secret-7Gq"));
+
+    let (_, errors) = validate(
+        "scheme = \"bearer\"\nclient_secret = { env = \"PROVISIONER_AUTH_TEST_NEVER_SET\" }",
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("PROVISIONER_AUTH_TEST_NEVER_SET"),
+        "{}",
+        errors[0]
+    );
+}
+
+// ------------------------------------------------------------ token caching
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+struct ManualClock {
+    start: Instant,
+    offset_s: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    fn new() -> Self {
+        ManualClock {
+            start: Instant::now(),
+            offset_s: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    fn set(&self, seconds: u64) {
+        self.offset_s.store(seconds, Ordering::SeqCst);
+    }
+    fn clock(&self) -> Clock {
+        let me = self.clone();
+        Arc::new(move || me.start + Duration::from_secs(me.offset_s.load(Ordering::SeqCst)))
+    }
+}
+
+/// Answers `tok-1`, `tok-2`, ... in turn, as JSON (`oauth2`) or plain text.
+struct Tokens {
+    count: AtomicUsize,
+    expires_in: Option<u64>,
+    plain: bool,
+    delay: Duration,
+}
+
+impl Tokens {
+    fn json(expires_in: Option<u64>) -> Self {
+        Tokens {
+            count: AtomicUsize::new(0),
+            expires_in,
+            plain: false,
+            delay: Duration::ZERO,
+        }
+    }
+    fn plain() -> Self {
+        Tokens {
+            count: AtomicUsize::new(0),
+            expires_in: None,
+            plain: true,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Respond for Tokens {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = format!("tok-{n}");
+        let t = if self.plain {
+            ResponseTemplate::new(200).set_body_string(format!("{token}\n"))
+        } else {
+            let mut body = serde_json::json!({"access_token": token, "token_type": "Bearer"});
+            if let Some(e) = self.expires_in {
+                body["expires_in"] = e.into();
+            }
+            ResponseTemplate::new(200).set_body_json(body)
+        };
+        t.set_delay(self.delay)
+    }
+}
+
+const CLIENT_SECRET: &str = "oauth-client-secret-Zq81";
+
+fn oauth2(server: &MockServer, scope: Option<&str>) -> AuthConfig {
+    AuthConfig::OAuth2 {
+        token_url: format!("{}/oauth/token", server.uri()),
+        client_id: "provisioner".into(),
+        client_secret: Secret::new(CLIENT_SECRET),
+        scope: scope.map(str::to_string),
+    }
+}
+
+fn parts<'a>(m: &'a Method, url: &'a url::Url) -> RequestParts<'a> {
+    RequestParts {
+        method: m,
+        url,
+        body: None,
+    }
+}
+
+async fn authorization(auth: &Authenticator) -> String {
+    let url = url::Url::parse("https://api.example.com/v2/users").unwrap();
+    let headers = auth.headers(&parts(&Method::GET, &url)).await.unwrap();
+    assert_eq!(headers.len(), 1, "{headers:?}");
+    assert_eq!(headers[0].0, AUTHORIZATION);
+    headers[0].1.to_str().unwrap().to_string()
+}
+
+async fn token_requests(server: &MockServer) -> Vec<Request> {
+    server.received_requests().await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn oauth2_token_request_is_client_credentials_with_basic_auth() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(Tokens::json(Some(3600)))
+        .mount(&server)
+        .await;
+    let auth = Authenticator::new(
+        &oauth2(&server, Some("users:write groups:write")),
+        reqwest::Client::new(),
+    );
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+
+    let reqs = token_requests(&server).await;
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/x-www-form-urlencoded"
+    );
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("provisioner:{CLIENT_SECRET}"));
+    assert_eq!(
+        r.headers.get("authorization").unwrap().to_str().unwrap(),
+        format!("Basic {basic}")
+    );
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&r.body).into_owned().collect();
+    assert_eq!(
+        form,
+        vec![
+            ("grant_type".to_string(), "client_credentials".to_string()),
+            ("scope".to_string(), "users:write groups:write".to_string())
+        ]
+    );
+    // The secret travels in the Authorization header only, never in the body.
+    assert!(!String::from_utf8_lossy(&r.body).contains(CLIENT_SECRET));
+}
+
+#[tokio::test]
+async fn oauth2_without_scope_sends_only_the_grant_type() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(Some(3600)))
+        .mount(&server)
+        .await;
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    authorization(&auth).await;
+    let reqs = token_requests(&server).await;
+    assert_eq!(
+        String::from_utf8_lossy(&reqs[0].body),
+        "grant_type=client_credentials"
+    );
+}
+
+#[tokio::test]
+async fn oauth2_token_is_reused_until_shortly_before_expires_in() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(Some(3600)))
+        .mount(&server)
+        .await;
+    let clock = ManualClock::new();
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+        .with_clock(clock.clock());
+
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    for t in [1, 600, 3000, 3540] {
+        clock.set(t);
+        assert_eq!(authorization(&auth).await, "Bearer tok-1", "at {t} s");
+    }
+    assert_eq!(token_requests(&server).await.len(), 1);
+
+    // Still one second before the token expires: refreshed already, so that a
+    // request never carries a token about to expire on the way.
+    clock.set(3599);
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    assert_eq!(token_requests(&server).await.len(), 2);
+
+    // The new token lives from its own fetch on.
+    clock.set(3599 + 3500);
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    clock.set(3599 + 3599);
+    assert_eq!(authorization(&auth).await, "Bearer tok-3");
+    assert_eq!(token_requests(&server).await.len(), 3);
+}
+
+#[tokio::test]
+async fn oauth2_short_lived_token_is_still_reused_for_a_while() {
+    // expires_in shorter than the safety margin: the margin shrinks, the token
+    // is not fetched anew for every request.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(Some(20)))
+        .mount(&server)
+        .await;
+    let clock = ManualClock::new();
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+        .with_clock(clock.clock());
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(5);
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(19);
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+}
+
+#[tokio::test]
+async fn oauth2_without_expires_in_is_kept_for_an_hour() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(None))
+        .mount(&server)
+        .await;
+    let clock = ManualClock::new();
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+        .with_clock(clock.clock());
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(3500);
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(3600);
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_token_fetch() {
+    let server = MockServer::start().await;
+    let tokens = Tokens {
+        delay: Duration::from_millis(200),
+        ..Tokens::json(Some(3600))
+    };
+    Mock::given(method("POST"))
+        .respond_with(tokens)
+        .mount(&server)
+        .await;
+    let auth = Arc::new(Authenticator::new(
+        &oauth2(&server, None),
+        reqwest::Client::new(),
+    ));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { authorization(&auth).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "Bearer tok-1");
+    }
+    assert_eq!(token_requests(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn invalidate_drops_the_cached_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(Some(3600)))
+        .mount(&server)
+        .await;
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    assert!(auth.can_refresh());
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    auth.invalidate().await;
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+}
+
+#[tokio::test]
+async fn login_token_is_reused_for_token_ttl_s() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/login"))
+        .respond_with(Tokens::plain())
+        .mount(&server)
+        .await;
+    let (config, errors) = validate(&format!(
+        "scheme = \"login\"\nlogin_url = \"{}/login\"\nusername = \"svc\"\ntoken_ttl_s = 600\nclient_secret = \"login-pw-Hq2\"",
+        server.uri()
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    let clock = ManualClock::new();
+    let auth = Authenticator::new(&config, reqwest::Client::new()).with_clock(clock.clock());
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(599);
+    assert_eq!(authorization(&auth).await, "Bearer tok-1");
+    clock.set(600);
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    assert_eq!(token_requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn static_schemes_cannot_refresh() {
+    for config in [
+        AuthConfig::None,
+        AuthConfig::Bearer {
+            token: Secret::new("t"),
+        },
+        AuthConfig::Header {
+            header: "X-Api-Key".into(),
+            value: Secret::new("t"),
+        },
+        AuthConfig::Basic {
+            username: "u".into(),
+            password: Secret::new("t"),
+        },
+        AuthConfig::Jwt {
+            issuer: "i".into(),
+            key: Secret::new("k"),
+            ttl: Duration::from_secs(60),
+            qsh: false,
+            claims: serde_json::Map::new(),
+        },
+    ] {
+        let auth = Authenticator::new(&config, reqwest::Client::new());
+        assert!(!auth.can_refresh(), "{}", auth.scheme());
+    }
+}
+
+#[tokio::test]
+async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(503).set_body_string(CLIENT_SECRET))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/bad/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(CLIENT_SECRET))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/odd/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"token": CLIENT_SECRET})),
+        )
+        .mount(&server)
+        .await;
+    let url = url::Url::parse("https://api.example.com/x").unwrap();
+
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    let e = auth.headers(&parts(&Method::GET, &url)).await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(e.status, Some(503));
+    assert!(!e.message.contains(CLIENT_SECRET), "{}", e.message);
+
+    let mut config = oauth2(&server, None);
+    if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
+        *token_url = format!("{}/bad/token", server.uri());
+    }
+    let e = Authenticator::new(&config, reqwest::Client::new())
+        .headers(&parts(&Method::GET, &url))
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e:?}");
+    assert!(!e.message.contains(CLIENT_SECRET), "{}", e.message);
+
+    if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
+        *token_url = format!("{}/odd/token", server.uri());
+    }
+    let e = Authenticator::new(&config, reqwest::Client::new())
+        .headers(&parts(&Method::GET, &url))
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e:?}");
+    assert!(e.message.contains("access_token"), "{}", e.message);
+    assert!(!e.message.contains(CLIENT_SECRET), "{}", e.message);
+
+    // Nothing listens: transient, and the token URL's query (which may hold
+    // credentials) is not repeated.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
+        *token_url = format!("http://{closed}/token?key={CLIENT_SECRET}");
+    }
+    let e = Authenticator::new(&config, reqwest::Client::new())
+        .headers(&parts(&Method::GET, &url))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(!e.message.contains(CLIENT_SECRET), "{}", e.message);
+}
+
+#[tokio::test]
+async fn refused_login_is_permanent_and_hides_the_password() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/login"))
+        .respond_with(ResponseTemplate::new(401).set_body_string("bad password login-pw-Hq2"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/empty"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": {}})))
+        .mount(&server)
+        .await;
+    let url = url::Url::parse("https://api.example.com/x").unwrap();
+    for (login, extra, needle) in [
+        ("/login", "", "401"),
+        ("/empty", "", "no token"),
+        ("/json", "token_pointer = \"/data/token\"\n", "/data/token"),
+    ] {
+        let (config, errors) = validate(&format!(
+            "scheme = \"login\"\nlogin_url = \"{}{login}\"\nusername = \"svc\"\n{extra}client_secret = \"login-pw-Hq2\"",
+            server.uri()
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        let e = Authenticator::new(&config, reqwest::Client::new())
+            .headers(&parts(&Method::GET, &url))
+            .await
+            .unwrap_err();
+        assert!(!e.is_transient(), "{login}: {e:?}");
+        assert!(e.message.contains(needle), "{login}: {}", e.message);
+        assert!(!e.message.contains("login-pw-Hq2"), "{}", e.message);
+    }
 }
