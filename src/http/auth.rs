@@ -353,6 +353,9 @@ pub fn query_string_hash(method: &str, path: &str, query: Option<&str>, body: Op
 #[derive(Clone)]
 struct CachedToken {
     value: Secret,
+    /// Which fetch this token came from; a 401 drops only the token it was
+    /// given for, so concurrent 401s cause one re-authentication, not many.
+    generation: u64,
     /// Refresh at this instant (shortly before the token expires).
     refresh_at: Instant,
 }
@@ -374,6 +377,8 @@ pub struct Authenticator {
     client: reqwest::Client,
     /// When tokens are fresh; an input so that tests control it.
     clock: Clock,
+    /// Tokens fetched so far (numbers the generations).
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 /// A source of "now" for token expiry.
@@ -393,6 +398,7 @@ impl Authenticator {
             token: tokio::sync::Mutex::new(None),
             client,
             clock: Arc::new(Instant::now),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -411,6 +417,15 @@ impl Authenticator {
         *self.token.lock().await = None;
     }
 
+    /// Drops the cached token only if it is still the one of `generation`
+    /// (see [`Authenticator::headers_for`]); a newer token stays.
+    pub async fn invalidate_generation(&self, generation: u64) {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_some_and(|t| t.generation == generation) {
+            *slot = None;
+        }
+    }
+
     /// Whether a 401/419 is worth one re-authentication and retry.
     pub fn can_refresh(&self) -> bool {
         matches!(self.config, AuthConfig::OAuth2 { .. } | AuthConfig::Login { .. })
@@ -418,6 +433,23 @@ impl Authenticator {
 
     /// The headers that authenticate this request.
     pub async fn headers(&self, req: &RequestParts<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
+        self.headers_for(req).await.map(|(h, _)| h)
+    }
+
+    /// The headers, and the generation of the token they carry (0 for
+    /// schemes without a cached token).
+    pub async fn headers_for(
+        &self,
+        req: &RequestParts<'_>,
+    ) -> Result<(Vec<(HeaderName, HeaderValue)>, u64), TargetError> {
+        let generation = match &self.config {
+            AuthConfig::OAuth2 { .. } | AuthConfig::Login { .. } => self.cached_token().await?.1,
+            _ => 0,
+        };
+        Ok((self.headers_inner(req).await?, generation))
+    }
+
+    async fn headers_inner(&self, req: &RequestParts<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
         match &self.config {
             AuthConfig::None => Ok(Vec::new()),
             AuthConfig::Bearer { token } => Ok(vec![(AUTHORIZATION, header_value(&format!("Bearer {}", token.expose()))?)]),
@@ -433,11 +465,11 @@ impl Authenticator {
                 Ok(vec![(AUTHORIZATION, header_value(&format!("Basic {encoded}"))?)])
             }
             AuthConfig::OAuth2 { .. } => {
-                let token = self.cached_token().await?;
+                let (token, _) = self.cached_token().await?;
                 Ok(vec![(AUTHORIZATION, header_value(&format!("Bearer {}", token.expose()))?)])
             }
             AuthConfig::Login { token_header, token_prefix, .. } => {
-                let token = self.cached_token().await?;
+                let (token, _) = self.cached_token().await?;
                 let name = HeaderName::from_bytes(token_header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid token_header"))?;
                 Ok(vec![(name, header_value(&format!("{token_prefix}{}", token.expose()))?)])
@@ -465,17 +497,18 @@ impl Authenticator {
         }
     }
 
-    async fn cached_token(&self) -> Result<Secret, TargetError> {
+    async fn cached_token(&self) -> Result<(Secret, u64), TargetError> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
             if (self.clock)() < t.refresh_at {
-                return Ok(t.value.clone());
+                return Ok((t.value.clone(), t.generation));
             }
         }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
+        let mut fresh = self.fetch_token().await?;
+        fresh.generation = self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let got = (fresh.value.clone(), fresh.generation);
         *slot = Some(fresh);
-        Ok(value)
+        Ok(got)
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, TargetError> {
@@ -496,7 +529,12 @@ impl Authenticator {
                 let status = resp.status().as_u16();
                 let body = resp.bytes().await.map_err(|e| TargetError::transient(format!("auth: reading the token answer: {}", without_url(&e))))?;
                 if !(200..300).contains(&status) {
-                    return Err(TargetError::from_status("auth: token request", status, "", None));
+                    // Refused client credentials are the operator's to fix, as for login.
+                    let mut e = TargetError::from_status("auth: token request", status, "", None);
+                    if matches!(status, 400 | 401 | 403) {
+                        e.class = crate::target::FailureClass::Permanent;
+                    }
+                    return Err(e);
                 }
                 let json: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|_| TargetError::permanent("auth: the token answer is not JSON"))?;
@@ -507,6 +545,7 @@ impl Authenticator {
                 let expires_in = json.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(3600);
                 Ok(CachedToken {
                     value: Secret::new(token),
+                    generation: 0,
                     refresh_at: (self.clock)() + Duration::from_secs(expires_in).saturating_sub(EXPIRY_MARGIN.min(Duration::from_secs(expires_in / 2))),
                 })
             }
@@ -557,6 +596,7 @@ impl Authenticator {
                 }
                 Ok(CachedToken {
                     value: Secret::new(token),
+                    generation: 0,
                     refresh_at: (self.clock)() + *token_ttl,
                 })
             }

@@ -240,16 +240,17 @@ impl HttpClient {
     /// answer came. Unreachable nodes (connect error, timeout) are skipped in
     /// order; a 401/419 with a token scheme re-authenticates and retries once.
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TargetError> {
-        let mut resp = self.send_failover(&req).await?;
+        let (mut resp, generation) = self.send_failover(&req).await?;
         if matches!(resp.status, 401 | 419) && self.inner.auth.can_refresh() {
             tracing::info!(operation = %req.operation, status = resp.status, "re-authenticating once");
-            self.inner.auth.invalidate().await;
-            resp = self.send_failover(&req).await?;
+            self.inner.auth.invalidate_generation(generation).await;
+            resp = self.send_failover(&req).await?.0;
         }
         Ok(resp)
     }
 
-    async fn send_failover(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+    /// The answer, and the generation of the token the request carried.
+    async fn send_failover(&self, req: &HttpRequest) -> Result<(HttpResponse, u64), TargetError> {
         let nodes = self.inner.prefixes.len().max(1);
         let first = self.inner.healthy.load(Ordering::Relaxed) % nodes;
         let mut last_err = None;
@@ -270,7 +271,7 @@ impl HttpClient {
         Err(last_err.unwrap_or_else(|| TargetError::transient("no node reachable")))
     }
 
-    async fn send_to(&self, node: usize, req: &HttpRequest) -> Result<HttpResponse, SendFailure> {
+    async fn send_to(&self, node: usize, req: &HttpRequest) -> Result<(HttpResponse, u64), SendFailure> {
         let url = self.url_on(node, &req.path_and_query).map_err(Answered)?;
         let body = match &req.body {
             Some(v) => Some(serde_json::to_vec(v).map_err(|e| Answered(TargetError::permanent(e.to_string())))?),
@@ -281,7 +282,7 @@ impl HttpClient {
             url: &url,
             body: body.as_deref(),
         };
-        let auth_headers = self.inner.auth.headers(&parts).await.map_err(Answered)?;
+        let (auth_headers, generation) = self.inner.auth.headers_for(&parts).await.map_err(Answered)?;
         let mut builder = self.inner.client.request(req.method.clone(), url.clone());
         for (name, value) in auth_headers {
             builder = builder.header(name, value);
@@ -312,10 +313,12 @@ impl HttpClient {
         let what = format!("{} {} {}", req.operation, req.method, url.path());
         let mut resp = builder.send().await.map_err(|e| {
             let err = TargetError::transient(format!("{what}: {}", describe(&e)));
-            if e.is_connect() || e.is_timeout() {
-                Unreachable(err)
-            } else {
+            // No answer came (refused, timed out, or a pooled connection to a
+            // node that died): another node may do.
+            if e.is_builder() {
                 Answered(err)
+            } else {
+                Unreachable(err)
             }
         })?;
         let status = resp.status().as_u16();
@@ -341,7 +344,7 @@ impl HttpClient {
                 }
             }
         }
-        Ok(HttpResponse { status, headers, body })
+        Ok((HttpResponse { status, headers, body }, generation))
     }
 }
 

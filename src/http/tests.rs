@@ -449,6 +449,42 @@ async fn oauth2_401_fetches_a_new_token_and_retries_once() {
 }
 
 #[tokio::test]
+async fn oauth2_concurrent_401s_cause_one_re_authentication() {
+    let server = oauth2_server(Duration::ZERO).await;
+    // tok-1 works for the warm-up, then is refused for the burst; slow 401s
+    // make every request of the burst hold the stale token at the same time.
+    Mock::given(method("GET"))
+        .and(header("authorization", "Bearer tok-1"))
+        .and(wiremock::matchers::path_regex(r"^/v2/users/[0-9]+$"))
+        .respond_with(ResponseTemplate::new(401).set_delay(Duration::from_millis(200)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let c = oauth2_client(&server);
+    // The first token is fetched before the burst, so all eight carry tok-1.
+    assert_eq!(send_ok(&c, get("/users/warm")).await.status, 200);
+    let calls = (0..8).map(|i| {
+        let c = c.clone();
+        async move { c.send(get(&format!("/users/{i}"))).await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.map_err(clean).unwrap().status, 200);
+    }
+    let api = received(&server).await;
+    let refused = api
+        .iter()
+        .filter(|r| r.url.path() != "/v2/users/warm")
+        .filter(|r| header_of(r, "authorization").as_deref() == Some("Bearer tok-1"))
+        .count();
+    assert_eq!(refused, 8, "the whole burst carried the stale token");
+    let fetched = received_on(&server, "/oauth/token").await.len();
+    assert_eq!(fetched, 2, "one re-authentication for eight 401s, not one per 401");
+}
+
+#[tokio::test]
 async fn oauth2_a_second_401_is_returned_not_retried_again() {
     let server = oauth2_server(Duration::ZERO).await;
     Mock::given(method("GET"))
