@@ -47,7 +47,7 @@ fn defaults_follow_the_original() {
 
 #[test]
 fn unmanaged_logins_take_a_list_or_a_whitespace_separated_string() {
-    let base = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n");
+    let base = "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n";
     for form in ["unmanaged_logins = \"Root  admin\\n\"", "unmanaged_logins = [\"root\", \"ADMIN\"]"] {
         let p = parse(&format!("{base}{form}\n{}", rest())).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.unmanaged_logins, vec!["root", "admin"]);

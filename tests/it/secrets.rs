@@ -41,8 +41,8 @@ async fn no_secret_appears_in_the_worker_output() {
     let schemes: Vec<(&str, String)> = vec![
         ("none", String::new()),
         ("bearer", format!("[auth]\nscheme = \"bearer\"\nclient_secret = \"{}\"\n", SECRETS[0])),
-        ("header", format!("[auth]\nscheme = \"header\"\nheader = \"X-Api-Key\"\nclient_secret = {{ env = \"PROV_TEST_HEADER_SECRET\" }}\n")),
-        ("basic", format!("[auth]\nscheme = \"basic\"\nusername = \"svc\"\nclient_secret = {{ file = \"basic.secret\" }}\n")),
+        ("header", "[auth]\nscheme = \"header\"\nheader = \"X-Api-Key\"\nclient_secret = { env = \"PROV_TEST_HEADER_SECRET\" }\n".to_string()),
+        ("basic", "[auth]\nscheme = \"basic\"\nusername = \"svc\"\nclient_secret = { file = \"basic.secret\" }\n".to_string()),
         ("oauth2", format!("[auth]\nscheme = \"oauth2\"\ntoken_url = \"{}/token\"\nclient_id = \"prov\"\nclient_secret = \"{}\"\n", idp.uri(), SECRETS[3])),
         ("login", format!("[auth]\nscheme = \"login\"\nlogin_url = \"{}/login\"\nusername = \"svc\"\ntoken_pointer = \"/token\"\nclient_secret = \"{}\"\n", idp.uri(), SECRETS[4])),
         ("jwt", format!("[auth]\nscheme = \"jwt\"\nissuer = \"prov\"\nqsh = true\nclient_secret = \"{}\"\n", SECRETS[5])),
