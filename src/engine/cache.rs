@@ -78,6 +78,11 @@ impl AccountCache {
         }
     }
 
+    /// The cached ID without touching recency or the hit statistics.
+    pub fn peek(&self, match_value: &str) -> Option<ApiId> {
+        lock(&self.state).lru.peek(match_value).cloned()
+    }
+
     pub fn put(&self, match_value: &str, api_id: &str) {
         let mut s = lock(&self.state);
         if s.lru.len() == s.lru.cap().get() && !s.lru.contains(match_value) {

@@ -87,6 +87,10 @@ pub fn build(
     Ok(Arc::new(Engine::new(config, target)))
 }
 
+/// Above this many unknown account IDs, a group sync lists the accounts
+/// once instead of looking each one up.
+const BULK_RESOLVE_THRESHOLD: usize = 20;
+
 /// Which rate limit a call counts against.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -203,9 +207,11 @@ impl Engine {
 
     /// Lists every remote account and prefills the cache with it.
     async fn list_accounts(&self, tally: &mut Tally) -> Step<Vec<RemoteAccount>> {
-        let mut accounts = self
-            .call(tally, Phase::Account, self.target.list_accounts())
-            .await?;
+        self.list_accounts_in(tally, Phase::Account).await
+    }
+
+    async fn list_accounts_in(&self, tally: &mut Tally, phase: Phase) -> Step<Vec<RemoteAccount>> {
+        let mut accounts = self.call(tally, phase, self.target.list_accounts()).await?;
         for a in &mut accounts {
             a.match_value = a.match_value.to_lowercase();
         }
@@ -519,6 +525,24 @@ impl Engine {
             .map(|m| m.match_value.clone())
             .collect();
 
+        // Many unknown IDs: one account listing is cheaper than a look-up each
+        // (1,000 members are ~10 pages, not 1,000 calls). Targets without a
+        // listing fall back to look-ups.
+        let unknown = wanted
+            .iter()
+            .filter(|c| !present_matches.contains(&c.match_value))
+            .filter(|c| !matches!(self.accounts.peek(&c.match_value), Some(_)))
+            .count();
+        let listing: Option<HashMap<String, ApiId>> = if unknown > BULK_RESOLVE_THRESHOLD {
+            match self.list_accounts_in(tally, Phase::Member).await {
+                Ok(all) => Some(all.into_iter().map(|a| (a.match_value, a.api_id)).collect()),
+                Err(e) if e.class == FailureClass::Permanent => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+
         // Adds go out in batches of the target's size, each sent as soon as it
         // is full (so with no batching, each add follows its look-up).
         let batch = self.target.member_batch_size().max(1);
@@ -527,7 +551,12 @@ impl Engine {
         let mut added = 0usize;
         for (i, ctx) in wanted.iter().enumerate() {
             if !present_matches.contains(&ctx.match_value) {
-                match self.resolve_account(tally, Phase::Member, ctx, true).await {
+                let resolved = match (&listing, self.accounts.peek(&ctx.match_value)) {
+                    (_, Some(id)) => Ok(Some(id)),
+                    (Some(all), None) => Ok(all.get(&ctx.match_value).cloned()),
+                    (None, None) => self.resolve_account(tally, Phase::Member, ctx, true).await,
+                };
+                match resolved {
                     Ok(Some(id)) => to_add.push((id, ctx.clone())),
                     Ok(None) => missing.push(ctx.match_value.clone()),
                     Err(e) => collect(Err::<(), _>(e), &ctx.subject, &mut failures)?,

@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod scim;
 mod server;
 mod state;
 

@@ -308,9 +308,9 @@ async fn a_large_group_sync_add_member_first() {
     let e = engine(&cfg("unmanaged_logins = [\"admin\"]"), &t);
     let calls = applied(&e, &t, &sync(STAFF, &listed)).await;
 
-    let mut expected = vec!["list_groups".to_string()];
+    // Hundreds of unknown IDs: one account listing instead of a look-up each.
+    let mut expected = strings(["list_groups", "list_accounts"]);
     for s in &listed {
-        expected.push(format!("lookup {s}"));
         if with_account.contains(s) {
             expected.push(format!("add_member g-staff u-{s}"));
         }
@@ -340,9 +340,8 @@ async fn a_large_group_sync_query_first() {
     );
     let (outcome, calls) = ok(&e, &t, &sync(STAFF, &listed)).await;
 
-    let mut expected = strings(["list_groups", "list_members g-staff"]);
+    let mut expected = strings(["list_groups", "list_members g-staff", "list_accounts"]);
     for s in listed.iter().filter(|s| !initial.contains(s)) {
-        expected.push(format!("lookup {s}"));
         if with_account.contains(s) {
             expected.push(format!("add_member g-staff u-{s}"));
         }
@@ -357,4 +356,20 @@ async fn a_large_group_sync_query_first() {
         outcome.detail.contains("30 without an account"),
         "{outcome:?}"
     );
+}
+
+#[tokio::test]
+async fn a_large_group_sync_falls_back_to_look_ups_without_an_account_listing() {
+    let (t, listed, with_account, _) = large_group_target();
+    let t = t.arc();
+    // A target that cannot list accounts (e.g. no `accounts.list` operation).
+    t.fail("list_accounts", Fail::Permanent);
+    let e = engine(&cfg("unmanaged_logins = [\"admin\"]"), &t);
+    let calls = applied(&e, &t, &sync(STAFF, &listed)).await;
+    assert_eq!(calls[1], "list_accounts", "tried once");
+    let lookups = calls.iter().filter(|c| c.starts_with("lookup ")).count();
+    assert_eq!(lookups, listed.len(), "then one look-up per listed subject");
+    let mut want = set(&with_account);
+    want.insert("admin".into());
+    assert_eq!(t.members("Staff"), want);
 }
