@@ -498,75 +498,13 @@ impl TargetApi for MemoryTarget {
 
 // ------------------------------------------------------------ configuration
 
-/// The `[rest]` section of SPEC §4's example, verbatim (the engine never uses
-/// it: the simulated target stands in for the REST adapter).
-const REST: &str = r#"
-[rest]
-match = "{{ attributes.mail[0] | lower }}"
-
-[rest.accounts.lookup]            # match value -> API ID
-method = "GET"
-url = "/users/{{ match }}"
-ok = [200]
-absent = [404]
-id = "/id"
-
-[rest.accounts.list]              # every remote account with its match value
-method = "GET"
-url = "/users?page_size=300"
-items = "/users"
-id = "/id"
-match = "/email"
-paging = { style = "page_number", param = "page_number", last_page = "/page_count" }
-# other styles: { style = "offset", param = "startIndex", size_param = "count",
-#   size = 100, total = "/totalResults" } and { style = "next_link", next = "/next" }
-
-[rest.accounts.create]
-method = "POST"
-url = "/users"
-body = { action = "create", user_info = { email = "{{ match }}", first_name = "{{ attributes.givenName[0] }}" } }
-ok = [201]
-exists = [409]
-id = "/id"
-
-[rest.accounts.update]
-method = "PATCH"
-url = "/users/{{ api_id }}"
-body = { first_name = "{{ attributes.givenName[0] }}", last_name = "{{ attributes.sn[0] }}" }
-ok = [204]
-
-[rest.accounts.deprovision]
-method = "DELETE"
-url = "/users/{{ api_id }}"
-ok = [204]
-absent = [404]
-
-[rest.groups.list]                # remote group name -> API ID
-method = "GET"
-url = "/groups"
-items = "/groups"
-id = "/id"
-name = "/name"
-
-[rest.groups.members]             # a remote group's members with match values
-method = "GET"
-url = "/groups/{{ group_id }}/members"
-items = "/members"
-id = "/id"
-match = "/email"
-
-[rest.groups.add_member]
-method = "POST"
-url = "/groups/{{ group_id }}/members"
-body = { members = [{ id = "{{ api_id }}" }] }
-ok = [201]
-
-[rest.groups.remove_member]
-method = "DELETE"
-url = "/groups/{{ group_id }}/members/{{ api_id }}"
-ok = [204]
-absent = [404]
-"#;
+/// The `[rest]` description of the example provisioner (the engine never
+/// uses it: the simulated target stands in for the REST adapter, but the
+/// configuration must be valid).
+fn rest_section() -> &'static str {
+    const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
+    EXAMPLE.find("\n[rest]").map(|i| &EXAMPLE[i..]).unwrap_or("")
+}
 
 /// The provision group of [`cfg`].
 const PG: &str = "app:example:users";
@@ -579,7 +517,7 @@ const OTHER: &str = "app:other:things";
 /// and `[rest]`).
 fn config(top: &str) -> ProvisionerConfig {
     let text =
-        format!("kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2\"\n{top}\n{REST}");
+        format!("kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2\"\n{top}\n{}", rest_section());
     let mut errors = Vec::new();
     let parsed = crate::config::parse_provisioner(Path::new("t.toml"), &text, &mut errors);
     match parsed {
