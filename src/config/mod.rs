@@ -205,6 +205,15 @@ pub struct ProvisionerFile {
     /// Seconds to wait before looking for a not-yet-provisioned account once more.
     #[serde(default = "default_target_group_retry_delay")]
     pub target_group_retry_delay: u64,
+    /// Mass-deprovision guard: a membership_sync that would remove more than
+    /// this share (0-1] of the managed remote accounts or members is refused
+    /// and dead-lettered with the numbers. 1 turns the guard off.
+    #[serde(default = "default_max_removal_share")]
+    pub max_removal_share: f64,
+    /// The guard applies only when at least this many managed accounts or
+    /// members are on the target (small groups change wholesale legitimately).
+    #[serde(default = "default_removal_guard_min")]
+    pub removal_guard_min: usize,
     /// How requests are authenticated.
     pub auth: Option<AuthFile>,
     /// Custom CA / client certificate for the target.
@@ -246,6 +255,12 @@ fn default_group_sync_strategy() -> String {
 }
 fn default_target_group_cache_size() -> usize {
     100
+}
+fn default_max_removal_share() -> f64 {
+    0.5
+}
+fn default_removal_guard_min() -> usize {
+    10
 }
 fn default_target_group_retry_delay() -> u64 {
     20
@@ -440,6 +455,8 @@ pub struct ProvisionerConfig {
     pub group_sync_strategy: GroupSyncStrategy,
     pub target_group_cache_size: usize,
     pub target_group_retry_delay: Duration,
+    pub max_removal_share: f64,
+    pub removal_guard_min: usize,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
     pub on_behalf_of: Option<OnBehalfOf>,
@@ -852,6 +869,13 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
             "set e.g. target_group_cache_size = 100",
         );
     }
+    if !(f.max_removal_share > 0.0 && f.max_removal_share <= 1.0) {
+        p.add(
+            "max_removal_share",
+            format!("{} is not a share between 0 (excluded) and 1", f.max_removal_share),
+            "set e.g. max_removal_share = 0.5, or 1 to turn the guard off",
+        );
+    }
     if f.timeout_s == 0 {
         p.add("timeout_s", "must be at least 1", "set e.g. timeout_s = 30");
     }
@@ -958,6 +982,8 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
         group_sync_strategy,
         target_group_cache_size: f.target_group_cache_size.max(1),
         target_group_retry_delay: Duration::from_secs(f.target_group_retry_delay),
+        max_removal_share: f.max_removal_share,
+        removal_guard_min: f.removal_guard_min,
         auth,
         tls,
         on_behalf_of,

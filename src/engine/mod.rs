@@ -116,6 +116,8 @@ pub struct Engine {
     provision_strategy: ProvisionStrategy,
     group_sync_strategy: GroupSyncStrategy,
     target_group_retry_delay: Duration,
+    max_removal_share: f64,
+    removal_guard_min: usize,
     accounts: AccountCache,
     groups: GroupCache,
     account_pace: Option<Pacer>,
@@ -133,6 +135,8 @@ impl Engine {
             provision_strategy: config.provision_strategy,
             group_sync_strategy: config.group_sync_strategy,
             target_group_retry_delay: config.target_group_retry_delay,
+            max_removal_share: config.max_removal_share,
+            removal_guard_min: config.removal_guard_min,
             accounts: AccountCache::new(
                 config.account_cache_size,
                 config.account_cache_validity_period,
@@ -347,23 +351,44 @@ impl Engine {
             .map(|a| (a.match_value.as_str(), a.api_id.as_str()))
             .collect();
         let empty = Attributes::new();
-        let mut wanted = BTreeSet::new();
-        let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
         let mut failures = Vec::new();
+        // Match values first: what is wanted decides what would be removed,
+        // and the guard must refuse before anything changes.
+        let mut contexts = Vec::with_capacity(subjects.len());
+        let mut wanted = BTreeSet::new();
         // A listed subject without a match value might own any remote account:
         // removing accounts is then unsafe, so that phase is skipped.
         let mut unmatched = 0usize;
         for subject in subjects {
             let attrs = attributes.get(subject).unwrap_or(&empty);
-            let ctx = match self.context(subject, attrs, event.actor.as_deref()) {
-                Ok(ctx) => ctx,
+            match self.context(subject, attrs, event.actor.as_deref()) {
+                Ok(ctx) => {
+                    wanted.insert(ctx.match_value.clone());
+                    contexts.push(ctx);
+                }
                 Err(e) => {
                     unmatched += 1;
                     collect(Err::<(), _>(e), subject, &mut failures)?;
-                    continue;
                 }
-            };
-            wanted.insert(ctx.match_value.clone());
+            }
+        }
+        let managed: Vec<&RemoteAccount> = remote
+            .iter()
+            .filter(|a| !self.is_unmanaged(&a.match_value))
+            .collect();
+        let doomed: Vec<&RemoteAccount> = if unmatched > 0 {
+            Vec::new()
+        } else {
+            managed
+                .iter()
+                .copied()
+                .filter(|a| !wanted.contains(&a.match_value))
+                .collect()
+        };
+        self.guard_removals("accounts", doomed.len(), managed.len())?;
+
+        let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
+        for ctx in &contexts {
             if self.is_unmanaged(&ctx.match_value) {
                 continue;
             }
@@ -371,18 +396,12 @@ impl Engine {
                 // A sync that names a subject without attributes says nothing
                 // to change about it; an update would blank its fields.
                 Some(_) if ctx.attributes.is_empty() => Ok(()),
-                Some(id) => self.update(tally, &ctx, id).await.map(|()| updated += 1),
-                None => self.create(tally, &ctx).await.map(|_| created += 1),
+                Some(id) => self.update(tally, ctx, id).await.map(|()| updated += 1),
+                None => self.create(tally, ctx).await.map(|_| created += 1),
             };
-            collect(result, subject, &mut failures)?;
+            collect(result, &ctx.subject, &mut failures)?;
         }
-        for account in &remote {
-            if unmatched > 0
-                || wanted.contains(&account.match_value)
-                || self.is_unmanaged(&account.match_value)
-            {
-                continue;
-            }
+        for account in doomed {
             let ctx = SubjectContext {
                 subject: account.match_value.clone(),
                 match_value: account.match_value.clone(),
@@ -594,6 +613,10 @@ impl Engine {
                 (m.api_id.clone(), ctx)
             })
             .collect();
+        // The share is of the managed members as listed: before the adds with
+        // query-first, after them with add-member-first.
+        let managed = members.iter().filter(|m| !self.is_unmanaged(&m.match_value)).count();
+        self.guard_removals("members", to_remove.len(), managed)?;
         let mut removed = 0usize;
         for chunk in to_remove.chunks(batch) {
             let result = self
@@ -668,6 +691,25 @@ impl Engine {
                     .map(applied),
             },
         }
+    }
+}
+
+impl Engine {
+    /// The mass-deprovision guard: refuses a sync that would remove more than
+    /// the configured share of the managed remote entries.
+    fn guard_removals(&self, what: &str, removing: usize, managed: usize) -> Step<()> {
+        if managed < self.removal_guard_min || removing == 0 {
+            return Ok(());
+        }
+        let share = removing as f64 / managed as f64;
+        if share > self.max_removal_share {
+            return Err(TargetError::permanent(format!(
+                "refused by the mass-deprovision guard: this sync would remove {removing} of {managed} {what} ({:.0}%, more than max_removal_share = {}); nothing was removed. If this is intended, raise max_removal_share and re-queue the event",
+                share * 100.0,
+                self.max_removal_share
+            )));
+        }
+        Ok(())
     }
 }
 

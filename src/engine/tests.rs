@@ -37,6 +37,7 @@ mod accounts;
 mod caching;
 mod failures;
 mod groups;
+mod guard;
 mod pacing;
 mod routing;
 mod syncs;

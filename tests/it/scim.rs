@@ -590,7 +590,11 @@ async fn scim_account_membership_sync_is_exact_over_short_pages() {
 async fn scim_group_membership_sync_is_exact() {
     for strategy in ["add-member-first", "query-first"] {
         let _broker = shared().await;
-        let mut h = ScimHarness::start(&format!("group_sync_strategy = \"{strategy}\"")).await;
+        // Two thirds of the members change: above the default mass-deprovision guard.
+        let mut h = ScimHarness::start(&format!(
+            "group_sync_strategy = \"{strategy}\"\nmax_removal_share = 1"
+        ))
+        .await;
         for n in names(0..30, "g") {
             h.mock.add_user(&n, "U", "U", &format!("{n}@example.edu"));
         }
