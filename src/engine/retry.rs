@@ -43,9 +43,13 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or the budget ends.
-/// `on_retry` is told about each transient failure before the wait.
+/// The time budget counts from `since` — when the message was received, so
+/// that time spent waiting behind earlier events of the same subject counts
+/// too (the broker's acknowledgement timeout does). `on_retry` is told about
+/// each transient failure before the wait.
 pub async fn with_retries<F, Fut>(
     policy: &RetryPolicy,
+    since: Instant,
     mut attempt: F,
     mut on_retry: impl FnMut(u32, &ApplyError, Duration),
 ) -> Attempts
@@ -53,7 +57,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Outcome, ApplyError>>,
 {
-    let started = Instant::now();
+    let started = since;
     let mut n = 0;
     let mut api_calls = 0;
     loop {
@@ -130,6 +134,7 @@ mod tests {
         let started = Instant::now();
         let r = with_retries(
             &policy(),
+            Instant::now(),
             || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(transient(Some(Duration::from_secs(2))))
@@ -154,6 +159,7 @@ mod tests {
     async fn permanent_failures_are_not_retried_and_budget_ends_transients() {
         let r = with_retries(
             &policy(),
+            Instant::now(),
             || async {
                 Err(ApplyError {
                     error: TargetError::permanent("bad request"),
@@ -165,9 +171,24 @@ mod tests {
         .await;
         assert_eq!(r.attempts, 1);
         let mut retries = 0;
-        let r = with_retries(&policy(), || async { Err(transient(None)) }, |_, _, _| retries += 1).await;
+        let r = with_retries(&policy(), Instant::now(), || async { Err(transient(None)) }, |_, _, _| retries += 1).await;
         assert_eq!(r.attempts, 5);
         assert_eq!(retries, 4);
         assert!(r.result.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_waiting_before_the_first_attempt_counts_against_the_budget() {
+        let p = RetryPolicy {
+            max_attempts: 100,
+            max_elapsed: Duration::from_secs(60),
+            initial_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(10),
+        };
+        let received = Instant::now();
+        // The event waited 55 s behind an earlier one of its subject.
+        tokio::time::advance(Duration::from_secs(55)).await;
+        let r = with_retries(&p, received, || async { Err(transient(None)) }, |_, _, _| {}).await;
+        assert_eq!(r.attempts, 1, "no room for a 5-10 s backoff within 60 s of receipt");
     }
 }

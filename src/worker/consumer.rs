@@ -229,6 +229,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                 let event = &pending.event;
                 let attempts = with_retries(
                     &policy,
+                    pending.received,
                     || provisioner.apply(event),
                     |attempt, error, wait| {
                         breaker.record(true);
