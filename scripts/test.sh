@@ -31,6 +31,7 @@ if ! broker_up; then
 fi
 broker_up || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
 echo "==> RabbitMQ is up"
+rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || echo "warning: could not enable rabbitmq_consistent_hash_exchange (tests with partitions will fail)" >&2
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

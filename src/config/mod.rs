@@ -308,7 +308,7 @@ pub struct RetryFile {
     /// Attempts in all, the first included.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Give up after this many seconds since the first attempt.
+    /// Give up after this many seconds since the message was received.
     #[serde(default = "default_max_elapsed_s")]
     pub max_elapsed_s: u64,
     /// First backoff, ms; doubled each attempt, with jitter.

@@ -7,9 +7,12 @@
 mod support;
 
 mod cli;
+mod dead_letters;
 mod delivery;
 mod docs;
+mod hostile;
 mod guarantees;
 mod options;
+mod scim;
 mod secrets;
 mod sync;
