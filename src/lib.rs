@@ -15,13 +15,13 @@
 //! - [`mock_target`]: an in-memory REST target (demo and tests).
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
+pub mod amqp;
+pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod event;
 pub mod http;
+pub mod mock_target;
 pub mod target;
 pub mod template;
-pub mod engine;
-pub mod amqp;
 pub mod worker;
-pub mod commands;
-pub mod mock_target;

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use provisioner::commands;
 
 #[derive(Parser)]
-#[command(name = "provisioner", version, about = "Reconciles identity events from RabbitMQ against REST and SCIM targets")]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Reconciles identity events from RabbitMQ against REST and SCIM targets"
+)]
 struct Cli {
     /// Worker configuration file.
     #[arg(long, global = true, env = "PROVISIONER_CONFIG", default_value = provisioner::config::DEFAULT_WORKER_FILE)]
@@ -24,7 +28,11 @@ enum Command {
     /// Publish JSON-lines events (persistent, with publisher confirms).
     Publish {
         /// Queue to publish to.
-        #[arg(long, required_unless_present = "provisioner", conflicts_with = "provisioner")]
+        #[arg(
+            long,
+            required_unless_present = "provisioner",
+            conflicts_with = "provisioner"
+        )]
         queue: Option<String>,
         /// Publish where this provisioner consumes (through its partitions, if any).
         #[arg(long)]
@@ -64,15 +72,24 @@ enum DeadLetterAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Run => commands::run(&cli.config).await,
             Command::Check => commands::check(&cli.config),
-            Command::Publish { queue, provisioner, file } => match (&queue, &provisioner) {
-                (Some(q), _) => commands::publish(&cli.config, commands::PublishTarget::Queue(q), &file).await,
+            Command::Publish {
+                queue,
+                provisioner,
+                file,
+            } => match (&queue, &provisioner) {
+                (Some(q), _) => {
+                    commands::publish(&cli.config, commands::PublishTarget::Queue(q), &file).await
+                }
                 (None, Some(p)) => {
-                    commands::publish(&cli.config, commands::PublishTarget::Provisioner(p), &file).await
+                    commands::publish(&cli.config, commands::PublishTarget::Provisioner(p), &file)
+                        .await
                 }
                 (None, None) => {
                     eprintln!("error: give --queue QUEUE or --provisioner NAME");

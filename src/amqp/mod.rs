@@ -25,7 +25,9 @@ pub enum AmqpError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused (nack) a message published to `{0}`")]
     Nacked(String),
-    #[error("the channel closed before the delivery could be acknowledged; the broker requeues it")]
+    #[error(
+        "the channel closed before the delivery could be acknowledged; the broker requeues it"
+    )]
     ChannelGone,
     #[error("`partitions` needs the consistent-hash exchange plugin: run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on the broker")]
     Plugin,
@@ -145,17 +147,28 @@ impl Topology {
         if self.partitions == 0 {
             vec![self.queue.clone()]
         } else {
-            (0..self.partitions).map(|i| format!("{}.{i}", self.queue)).collect()
+            (0..self.partitions)
+                .map(|i| format!("{}.{i}", self.queue))
+                .collect()
         }
     }
 
     fn queue_args(&self, single_active: bool) -> FieldTable {
         let mut args = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
             // Crash loops end in the dead-letter queue instead of spinning forever.
-            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.dead_letter.as_str().into()),
@@ -169,25 +182,25 @@ impl Topology {
 }
 
 /// Declares the topology (idempotent): the dead-letter queue, then either the
-/// queue or the consistent-hash exchange with its partition queues.
-pub async fn declare(channel: &Channel, t: &Topology) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
+/// queue or the consistent-hash exchange with its partition queues. A queue
+/// that already exists with other arguments (say a classic queue while
+/// `queue_type = "quorum"`) is used as it is, with a warning: the broker
+/// refuses to change a queue's type, and refusing to consume would stall
+/// the provisioner. Declarations use their own channels, since a refused one
+/// closes its channel.
+pub async fn declare(conn: &Connection, t: &Topology) -> Result<(), AmqpError> {
     let mut dead_args = FieldTable::default();
     if t.queue_type == QueueType::Quorum {
-        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        dead_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
     }
-    channel
-        .queue_declare(t.dead_letter.as_str().into(), durable, dead_args)
-        .await?;
+    declare_queue(conn, &t.dead_letter, dead_args).await?;
     if t.partitions == 0 {
-        channel
-            .queue_declare(t.queue.as_str().into(), durable, t.queue_args(false))
-            .await?;
-        return Ok(());
+        return declare_queue(conn, &t.queue, t.queue_args(false)).await;
     }
+    let channel = conn.create_channel().await?;
     channel
         .exchange_declare(
             t.queue.as_str().into(),
@@ -207,9 +220,7 @@ pub async fn declare(channel: &Channel, t: &Topology) -> Result<(), AmqpError> {
             }
         })?;
     for q in t.consumed() {
-        channel
-            .queue_declare(q.as_str().into(), durable, t.queue_args(true))
-            .await?;
+        declare_queue(conn, &q, t.queue_args(true)).await?;
         // The binding key of a consistent-hash exchange is the partition's weight.
         channel
             .queue_bind(
@@ -221,23 +232,68 @@ pub async fn declare(channel: &Channel, t: &Topology) -> Result<(), AmqpError> {
             )
             .await?;
     }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
+}
+
+async fn declare_queue(conn: &Connection, queue: &str, args: FieldTable) -> Result<(), AmqpError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let channel = conn.create_channel().await?;
+    match channel.queue_declare(queue.into(), durable, args).await {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let channel = conn.create_channel().await?;
+            channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await?;
+            let _ = channel.close(200, "declared".into()).await;
+            tracing::warn!(
+                %queue,
+                "queue exists with other arguments than configured (e.g. classic vs quorum); using it as it is. To change it, move its messages and delete it"
+            );
+            Ok(())
+        }
+        Err(e) => Err(AmqpError::Broker(e)),
+    }
 }
 
 const HASH_EXCHANGE: &str = "x-consistent-hash";
 
-/// Declares a plain classic queue and its dead-letter queue.
-pub async fn declare_queues(channel: &Channel, queue: &str, dead_letter: &str) -> Result<(), AmqpError> {
-    let mut t = Topology::plain(queue);
-    t.dead_letter = dead_letter.to_string();
-    declare(channel, &t).await
+/// Declares a plain classic queue and its dead-letter queue on a channel
+/// (tests, tools).
+pub async fn declare_queues(
+    channel: &Channel,
+    queue: &str,
+    dead_letter: &str,
+) -> Result<(), AmqpError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for q in [dead_letter, queue] {
+        channel
+            .queue_declare(q.into(), durable, FieldTable::default())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The partition key of an event body: its subject, or for a membership_sync
 /// its group (lowercased, as the worker compares them). Bodies that are not
 /// events hash as empty.
 pub fn partition_key(body: &[u8]) -> String {
-    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
         return String::new();
     };
     let field = match obj.get("action").and_then(|a| a.as_str()) {
@@ -267,7 +323,9 @@ pub async fn publish_event(
 /// A channel in confirm mode, for publishing.
 pub async fn confirm_channel(connection: &Connection) -> Result<Channel, AmqpError> {
     let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     Ok(channel)
 }
 
@@ -289,7 +347,11 @@ async fn publish_to(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), AmqpError> {
-    let queue = if exchange.is_empty() { routing_key } else { exchange };
+    let queue = if exchange.is_empty() {
+        routing_key
+    } else {
+        exchange
+    };
     let confirm = channel
         .basic_publish(
             ShortString::from(exchange),

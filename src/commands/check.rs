@@ -28,9 +28,17 @@ pub fn summary(config: &Config) -> String {
         config.amqp.prefetch
     ));
     for p in &config.provisioners {
-        s.push_str(&format!("\nprovisioner `{}` ({})\n", p.name, p.file.display()));
+        s.push_str(&format!(
+            "\nprovisioner `{}` ({})\n",
+            p.name,
+            p.file.display()
+        ));
         s.push_str(&format!("  kind: {}\n", p.kind.name()));
-        s.push_str(&format!("  queue: {} (dead letters: {})\n", p.queue, p.dead_letter_queue()));
+        s.push_str(&format!(
+            "  queue: {} (dead letters: {})\n",
+            p.queue,
+            p.dead_letter_queue()
+        ));
         s.push_str(&format!("  url_prefix: {}\n", p.url_prefixes.join(", ")));
         s.push_str(&format!("  auth: {}\n", p.auth.scheme()));
         if let Some(g) = &p.provision_group {
@@ -55,7 +63,10 @@ pub fn summary(config: &Config) -> String {
             }
         }
         if !p.unmanaged_logins.is_empty() {
-            s.push_str(&format!("  unmanaged_logins: {}\n", p.unmanaged_logins.join(" ")));
+            s.push_str(&format!(
+                "  unmanaged_logins: {}\n",
+                p.unmanaged_logins.join(" ")
+            ));
         }
         s.push_str(&format!(
             "  caches: accounts {} (trusted {} s after prefill), groups {}\n",

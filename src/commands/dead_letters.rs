@@ -16,8 +16,15 @@ fn find(config_path: &Path, name: &str) -> Option<(AmqpConfig, ProvisionerConfig
     match config.provisioners.iter().find(|p| p.name == name) {
         Some(p) => Some((config.amqp.clone(), p.clone())),
         None => {
-            let names: Vec<_> = config.provisioners.iter().map(|p| p.name.as_str()).collect();
-            eprintln!("error: no provisioner `{name}`; configured: {}", names.join(", "));
+            let names: Vec<_> = config
+                .provisioners
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            eprintln!(
+                "error: no provisioner `{name}`; configured: {}",
+                names.join(", ")
+            );
             None
         }
     }
@@ -47,12 +54,19 @@ fn describe(props: &BasicProperties, body: &[u8]) -> ParkedEvent {
 
 /// Reads up to `limit` parked messages without removing them: they are held
 /// unacknowledged and return to the queue, in order, when the channel closes.
-pub async fn list_parked(amqp_config: &AmqpConfig, queue: &str, limit: usize) -> Result<Vec<ParkedEvent>, AmqpError> {
+pub async fn list_parked(
+    amqp_config: &AmqpConfig,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<ParkedEvent>, AmqpError> {
     let conn = amqp::connect(amqp_config, "provisioner:dead-letters").await?;
     let channel = conn.create_channel().await?;
     let mut out = Vec::new();
     while out.len() < limit {
-        match channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
+        match channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
             Some(msg) => out.push(describe(&msg.delivery.properties, &msg.delivery.data)),
             None => break,
         }
@@ -77,7 +91,10 @@ pub async fn requeue_parked(
     let mut remaining = channel
         .queue_declare(
             dead_letter_queue.into(),
-            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?
@@ -87,10 +104,17 @@ pub async fn requeue_parked(
     }
     if remaining > 0 {
         let mut consumer = channel
-            .basic_consume(dead_letter_queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                dead_letter_queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         while moved < remaining {
-            let Some(delivery) = consumer.next().await else { break };
+            let Some(delivery) = consumer.next().await else {
+                break;
+            };
             let delivery = delivery?;
             // The original body and id go back; the parking headers stay behind.
             let mut props = BasicProperties::default().with_content_type("application/json".into());
@@ -107,15 +131,31 @@ pub async fn requeue_parked(
     Ok(moved)
 }
 
-pub async fn dead_letters_list(config_path: &Path, name: &str, limit: usize) -> anyhow_free::Result {
+pub async fn dead_letters_list(
+    config_path: &Path,
+    name: &str,
+    limit: usize,
+) -> anyhow_free::Result {
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };
     match list_parked(&amqp_config, &p.dead_letter_queue(), limit).await {
         Ok(items) => {
-            println!("{} parked event(s) in `{}`{}", items.len(), p.dead_letter_queue(), if items.len() == limit { " (limit reached)" } else { "" });
+            println!(
+                "{} parked event(s) in `{}`{}",
+                items.len(),
+                p.dead_letter_queue(),
+                if items.len() == limit {
+                    " (limit reached)"
+                } else {
+                    ""
+                }
+            );
             for e in items {
-                println!("- id {} at {} after {} attempt(s)\n  reason: {}\n  body: {}", e.event_id, e.at, e.attempts, e.reason, e.body);
+                println!(
+                    "- id {} at {} after {} attempt(s)\n  reason: {}\n  body: {}",
+                    e.event_id, e.at, e.attempts, e.reason, e.body
+                );
             }
             Ok(0)
         }
@@ -126,14 +166,22 @@ pub async fn dead_letters_list(config_path: &Path, name: &str, limit: usize) -> 
     }
 }
 
-pub async fn dead_letters_requeue(config_path: &Path, name: &str, limit: Option<usize>) -> anyhow_free::Result {
+pub async fn dead_letters_requeue(
+    config_path: &Path,
+    name: &str,
+    limit: Option<usize>,
+) -> anyhow_free::Result {
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };
     let topology = amqp::Topology::of(&p, &amqp_config);
     match requeue_parked(&amqp_config, &topology, limit).await {
         Ok(n) => {
-            println!("re-queued {n} event(s) from `{}` to `{}`", p.dead_letter_queue(), p.queue);
+            println!(
+                "re-queued {n} event(s) from `{}` to `{}`",
+                p.dead_letter_queue(),
+                p.queue
+            );
             Ok(0)
         }
         Err(e) => {

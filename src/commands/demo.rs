@@ -90,7 +90,10 @@ pub async fn demo() -> anyhow_free::Result {
 
     println!("provisioner demo");
     println!("================");
-    println!("Target: an embedded mock of the Zoom-style API in provisioners/example.toml, at {}", mock.url());
+    println!(
+        "Target: an embedded mock of the Zoom-style API in provisioners/example.toml, at {}",
+        mock.url()
+    );
     println!("        seeded with groups Staff and Admins, the unmanaged account breakglass@example.edu,");
     println!("        and olduser@example.edu (a member of Admins).\n");
 
@@ -114,12 +117,27 @@ pub async fn demo() -> anyhow_free::Result {
     println!("\nFinal state of the target");
     println!("-------------------------");
     for u in mock.users() {
-        println!("  user  {:<24} {:<8} {} {}", u.email, u.id, u.first_name, u.last_name);
+        println!(
+            "  user  {:<24} {:<8} {} {}",
+            u.email, u.id, u.first_name, u.last_name
+        );
     }
     for g in mock.groups() {
-        println!("  group {:<24} {:<8} members: {}", g.name, g.id, if g.members.is_empty() { "-".to_string() } else { g.members.join(", ") });
+        println!(
+            "  group {:<24} {:<8} members: {}",
+            g.name,
+            g.id,
+            if g.members.is_empty() {
+                "-".to_string()
+            } else {
+                g.members.join(", ")
+            }
+        );
     }
-    println!("\nThe target received {} API calls. Next: README.md (configuration walk-through), docs/.", mock.requests().len());
+    println!(
+        "\nThe target received {} API calls. Next: README.md (configuration walk-through), docs/.",
+        mock.requests().len()
+    );
     mock.shutdown().await;
     Ok(0)
 }
@@ -139,11 +157,16 @@ async fn through_broker(cfg: Config, queue: &str, events: &[String]) {
     };
     let mut outcomes = worker.subscribe();
     let lines: Vec<&str> = events.iter().map(String::as_str).collect();
-    println!("Publishing {} events (persistent, with publisher confirms):", lines.len());
+    println!(
+        "Publishing {} events (persistent, with publisher confirms):",
+        lines.len()
+    );
     for l in &lines {
         println!("  {l}");
     }
-    if let Err(e) = super::publish::publish_lines(&amqp_cfg, &amqp::Topology::plain(queue), &lines).await {
+    if let Err(e) =
+        super::publish::publish_lines(&amqp_cfg, &amqp::Topology::plain(queue), &lines).await
+    {
         eprintln!("error: publishing failed: {e}");
         return;
     }
@@ -160,7 +183,14 @@ async fn through_broker(cfg: Config, queue: &str, events: &[String]) {
                     o.group.as_deref().unwrap_or(""),
                     o.subject.as_deref().unwrap_or("")
                 );
-                print_outcome(n, &o.event_id, &what, o.verdict.as_str(), &o.detail, o.api_calls);
+                print_outcome(
+                    n,
+                    &o.event_id,
+                    &what,
+                    o.verdict.as_str(),
+                    &o.detail,
+                    o.api_calls,
+                );
             }
             _ => {
                 println!("  (stopped waiting: not every event finished within 60 s)");
@@ -192,12 +222,33 @@ async fn in_process(p: &ProvisionerConfig, events: &[String]) {
     };
     for (i, line) in events.iter().enumerate() {
         match crate::event::parse(line.as_bytes(), None) {
-            Err(invalid) => print_outcome(i + 1, &invalid.id, "(invalid)", Verdict::DeadLettered.as_str(), &invalid.reason, 0),
+            Err(invalid) => print_outcome(
+                i + 1,
+                &invalid.id,
+                "(invalid)",
+                Verdict::DeadLettered.as_str(),
+                &invalid.reason,
+                0,
+            ),
             Ok(event) => {
                 let what = format!("{} {} {}", event.action, event.group, event.subject_label());
                 match engine.apply(&event).await {
-                    Ok(o) => print_outcome(i + 1, &event.id, &what, o.status.as_str(), &o.detail, o.api_calls),
-                    Err(e) => print_outcome(i + 1, &event.id, &what, "failed", &e.to_string(), e.api_calls),
+                    Ok(o) => print_outcome(
+                        i + 1,
+                        &event.id,
+                        &what,
+                        o.status.as_str(),
+                        &o.detail,
+                        o.api_calls,
+                    ),
+                    Err(e) => print_outcome(
+                        i + 1,
+                        &event.id,
+                        &what,
+                        "failed",
+                        &e.to_string(),
+                        e.api_calls,
+                    ),
                 }
             }
         }

@@ -11,7 +11,11 @@ use crate::config::{self, AmqpConfig};
 
 /// `--queue Q` publishes to a plain queue; `--provisioner NAME` publishes
 /// where that provisioner consumes (through its partitions, if it has them).
-pub async fn publish(config_path: &Path, target: PublishTarget<'_>, file: &str) -> anyhow_free::Result {
+pub async fn publish(
+    config_path: &Path,
+    target: PublishTarget<'_>,
+    file: &str,
+) -> anyhow_free::Result {
     let (amqp_config, topology) = match target {
         PublishTarget::Queue(queue) => {
             let Some(amqp_config) = broker_config(config_path) else {
@@ -35,9 +39,16 @@ pub async fn publish(config_path: &Path, target: PublishTarget<'_>, file: &str) 
     let lines: Vec<String> = if file == "-" {
         std::io::stdin().lock().lines().collect::<Result<_, _>>()?
     } else {
-        std::fs::read_to_string(file)?.lines().map(str::to_string).collect()
+        std::fs::read_to_string(file)?
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
-    let events: Vec<&str> = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     match publish_lines(&amqp_config, &topology, &events).await {
         Ok(n) => {
             println!("published {n} events to `{queue}` (persistent, confirmed)");
@@ -75,13 +86,18 @@ pub enum PublishTarget<'a> {
 
 /// Publishes each line as one message; the topology is declared first, so
 /// nothing published before the worker first starts is lost.
-pub async fn publish_lines(config: &AmqpConfig, topology: &amqp::Topology, lines: &[&str]) -> Result<usize, amqp::AmqpError> {
+pub async fn publish_lines(
+    config: &AmqpConfig,
+    topology: &amqp::Topology,
+    lines: &[&str],
+) -> Result<usize, amqp::AmqpError> {
     let conn = amqp::connect(config, "provisioner:publish").await?;
     let channel = amqp::confirm_channel(&conn).await?;
-    amqp::declare(&channel, topology).await?;
+    amqp::declare(&conn, topology).await?;
     for line in lines {
         let mut props = BasicProperties::default().with_content_type("application/json".into());
-        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line) {
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
+        {
             if let Some(serde_json::Value::String(id)) = obj.get("id") {
                 props = props.with_message_id(id.as_str().into());
             }

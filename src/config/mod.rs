@@ -486,7 +486,9 @@ impl ProvisionerConfig {
         if self.partitions == 0 {
             vec![self.queue.clone()]
         } else {
-            (0..self.partitions).map(|i| format!("{}.{i}", self.queue)).collect()
+            (0..self.partitions)
+                .map(|i| format!("{}.{i}", self.queue))
+                .collect()
         }
     }
 }
@@ -576,12 +578,20 @@ fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
         "classic" => QueueType::Classic,
         "quorum" => QueueType::Quorum,
         other => {
-            p.add("amqp.queue_type", format!("unknown queue type `{other}`"), "use \"classic\" or \"quorum\"");
+            p.add(
+                "amqp.queue_type",
+                format!("unknown queue type `{other}`"),
+                "use \"classic\" or \"quorum\"",
+            );
             QueueType::Classic
         }
     };
     if file.delivery_limit == 0 {
-        p.add("amqp.delivery_limit", "must be at least 1", "set e.g. delivery_limit = 20");
+        p.add(
+            "amqp.delivery_limit",
+            "must be at least 1",
+            "set e.g. delivery_limit = 20",
+        );
     }
     let base = p.base_dir();
     let tls = file.tls.map(|t| validate_tls(t, "amqp.tls", &base, p));
@@ -872,7 +882,10 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
     if !(f.max_removal_share > 0.0 && f.max_removal_share <= 1.0) {
         p.add(
             "max_removal_share",
-            format!("{} is not a share between 0 (excluded) and 1", f.max_removal_share),
+            format!(
+                "{} is not a share between 0 (excluded) and 1",
+                f.max_removal_share
+            ),
             "set e.g. max_removal_share = 0.5, or 1 to turn the guard off",
         );
     }
@@ -931,7 +944,11 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
     }
 
     if f.kind != "scim" && f.scim.is_some() {
-        p.add("scim", "`[scim]` is only for `kind = \"scim\"`", "remove the table or change `kind`");
+        p.add(
+            "scim",
+            "`[scim]` is only for `kind = \"scim\"`",
+            "remove the table or change `kind`",
+        );
     }
     if f.kind != "rest" && f.rest.is_some() {
         p.add(

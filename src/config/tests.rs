@@ -4,7 +4,10 @@ const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
 
 /// The example's complete `[rest]` description.
 fn rest() -> &'static str {
-    EXAMPLE.find("\n[rest]").map(|i| &EXAMPLE[i..]).unwrap_or("")
+    EXAMPLE
+        .find("\n[rest]")
+        .map(|i| &EXAMPLE[i..])
+        .unwrap_or("")
 }
 
 fn parse(text: &str) -> Result<ProvisionerConfig, Vec<ConfigError>> {
@@ -48,7 +51,10 @@ fn defaults_follow_the_original() {
 #[test]
 fn unmanaged_logins_take_a_list_or_a_whitespace_separated_string() {
     let base = "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n";
-    for form in ["unmanaged_logins = \"Root  admin\\n\"", "unmanaged_logins = [\"root\", \"ADMIN\"]"] {
+    for form in [
+        "unmanaged_logins = \"Root  admin\\n\"",
+        "unmanaged_logins = [\"root\", \"ADMIN\"]",
+    ] {
         let p = parse(&format!("{base}{form}\n{}", rest())).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.unmanaged_logins, vec!["root", "admin"]);
     }
@@ -58,18 +64,28 @@ fn unmanaged_logins_take_a_list_or_a_whitespace_separated_string() {
     ))
     .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
-    assert_eq!(p.target_group_map.get("a:b").map(String::as_str), Some("Remote"));
+    assert_eq!(
+        p.target_group_map.get("a:b").map(String::as_str),
+        Some("Remote")
+    );
 }
 
 #[test]
 fn target_group_map_may_come_from_a_json_file_next_to_the_config() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("map.json"), r#"{"app:staff": "Staff"}"#).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("map.json"), r#"{"app:staff": "Staff"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("p.toml");
-    let text = format!("kind = \"rest\"\nurl_prefix = \"https://x\"\ntarget_group_map = \"map.json\"\n{}", rest());
+    let text = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\ntarget_group_map = \"map.json\"\n{}",
+        rest()
+    );
     let mut errs = Vec::new();
     let p = parse_provisioner(&path, &text, &mut errs).unwrap_or_else(|| panic!("{errs:?}"));
-    assert_eq!(p.target_group_map.get("app:staff").map(String::as_str), Some("Staff"));
+    assert_eq!(
+        p.target_group_map.get("app:staff").map(String::as_str),
+        Some("Staff")
+    );
 }
 
 #[test]
@@ -94,8 +110,18 @@ fn every_semantic_problem_is_reported_at_once() {
         rest()
     ));
     let all = e.join("\n");
-    for key in ["url_prefix", "provision_strategy", "group_sync_strategy", "account_cache_size", "endpoint", "provision_group"] {
-        assert!(all.contains(&format!("`{key}`")), "{key} missing in:\n{all}");
+    for key in [
+        "url_prefix",
+        "provision_strategy",
+        "group_sync_strategy",
+        "account_cache_size",
+        "endpoint",
+        "provision_group",
+    ] {
+        assert!(
+            all.contains(&format!("`{key}`")),
+            "{key} missing in:\n{all}"
+        );
     }
     assert!(e.iter().all(|l| l.contains("fix:")), "{all}");
 }
@@ -105,10 +131,18 @@ fn worker_file_reports_provisioner_errors_and_duplicate_names() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = dir.path().join("p");
     std::fs::create_dir(&p).unwrap_or_else(|e| panic!("{e}"));
-    let good = format!("name = \"same\"\nkind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}", rest());
+    let good = format!(
+        "name = \"same\"\nkind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}",
+        rest()
+    );
     std::fs::write(p.join("a.toml"), &good).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(p.join("b.toml"), good.replace("provisioner", "x")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("worker.toml"), "provisioners = \"p\"\n[amqp]\nprefetch = 0\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(p.join("b.toml"), good.replace("provisioner", "x"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = \"p\"\n[amqp]\nprefetch = 0\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let err = match load(&dir.path().join("worker.toml")) {
         Ok(_) => panic!("expected errors"),
         Err(e) => e.to_string(),

@@ -119,7 +119,10 @@ impl CircuitBreaker {
                     s.state = BreakerState::Open {
                         until: Instant::now() + s.cool_down,
                     };
-                    tracing::warn!(cool_down_s = s.cool_down.as_secs(), "circuit breaker: probe failed; open again");
+                    tracing::warn!(
+                        cool_down_s = s.cool_down.as_secs(),
+                        "circuit breaker: probe failed; open again"
+                    );
                 } else {
                     s.state = BreakerState::Closed;
                     s.cool_down = self.policy.cool_down;

@@ -121,7 +121,10 @@ impl AccountCache {
 
     /// (hits, misses) since start.
     pub fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -190,11 +193,18 @@ mod tests {
         let cache = AccountCache::new(2, Duration::from_secs(60));
         cache.prefill(&[acct("a", "1"), acct("b", "2"), acct("c", "3")]);
         assert_eq!(cache.get("x"), CachedAccount::Unknown);
-        assert!(!cache.wants_prefill(), "an untrusted listing is not repeated within the period");
+        assert!(
+            !cache.wants_prefill(),
+            "an untrusted listing is not repeated within the period"
+        );
         cache.prefill(&[acct("a", "1"), acct("b", "2")]);
         assert_eq!(cache.get("x"), CachedAccount::TrustedAbsent);
         cache.put("c", "3");
-        assert_eq!(cache.get("x"), CachedAccount::Unknown, "eviction ends trust");
+        assert_eq!(
+            cache.get("x"),
+            CachedAccount::Unknown,
+            "eviction ends trust"
+        );
     }
 
     #[test]
@@ -205,13 +215,23 @@ mod tests {
         cache.put("b", "2");
         cache.get("a");
         cache.put("c", "3");
-        assert_eq!(cache.get("b"), CachedAccount::Unknown, "b was least recently used");
+        assert_eq!(
+            cache.get("b"),
+            CachedAccount::Unknown,
+            "b was least recently used"
+        );
         assert_eq!(cache.get("a"), CachedAccount::Known("1".into()));
         let groups = GroupCache::new(1);
         groups.fill(
             &[
-                RemoteGroup { name: "Other".into(), api_id: "g0".into() },
-                RemoteGroup { name: "Staff".into(), api_id: "g1".into() },
+                RemoteGroup {
+                    name: "Other".into(),
+                    api_id: "g0".into(),
+                },
+                RemoteGroup {
+                    name: "Staff".into(),
+                    api_id: "g1".into(),
+                },
             ],
             |n| n == "Staff",
         );

@@ -170,7 +170,12 @@ impl Engine {
         fut.await
     }
 
-    fn context(&self, subject: &str, attributes: &Attributes, actor: Option<&str>) -> Step<SubjectContext> {
+    fn context(
+        &self,
+        subject: &str,
+        attributes: &Attributes,
+        actor: Option<&str>,
+    ) -> Step<SubjectContext> {
         let match_value = self.target.match_value(subject, attributes)?.to_lowercase();
         Ok(SubjectContext {
             subject: subject.to_string(),
@@ -202,7 +207,9 @@ impl Engine {
             CachedAccount::TrustedAbsent if trust_absent => return Ok(None),
             _ => {}
         }
-        let found = self.call(tally, phase, self.target.lookup_account(ctx)).await?;
+        let found = self
+            .call(tally, phase, self.target.lookup_account(ctx))
+            .await?;
         if let Some(id) = &found {
             self.accounts.put(&ctx.match_value, id);
         }
@@ -233,8 +240,13 @@ impl Engine {
         let groups = self
             .call(tally, Phase::Member, self.target.list_groups())
             .await?;
-        let mapped: BTreeSet<String> = self.target_group_map.values().map(|n| n.to_lowercase()).collect();
-        self.groups.fill(&groups, |n| mapped.contains(&n.to_lowercase()));
+        let mapped: BTreeSet<String> = self
+            .target_group_map
+            .values()
+            .map(|n| n.to_lowercase())
+            .collect();
+        self.groups
+            .fill(&groups, |n| mapped.contains(&n.to_lowercase()));
         // Remote group names compare case-insensitively, as in the original.
         if let Some(g) = groups
             .into_iter()
@@ -262,7 +274,10 @@ impl Engine {
 
     async fn provision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<String> {
         if let ProvisionStrategy::QueryFirst = self.provision_strategy {
-            if let Some(id) = self.resolve_account(tally, Phase::Account, ctx, true).await? {
+            if let Some(id) = self
+                .resolve_account(tally, Phase::Account, ctx, true)
+                .await?
+            {
                 return self.update_known(tally, ctx, id).await;
             }
         } else if let CachedAccount::Known(id) = self.accounts.get(&ctx.match_value) {
@@ -300,12 +315,20 @@ impl Engine {
 
     /// Updates an account whose ID came from the cache; a stale ID (404) is
     /// dropped and the account looked up afresh.
-    async fn update_known(&self, tally: &mut Tally, ctx: &SubjectContext, id: ApiId) -> Step<String> {
+    async fn update_known(
+        &self,
+        tally: &mut Tally,
+        ctx: &SubjectContext,
+        id: ApiId,
+    ) -> Step<String> {
         match self.update(tally, ctx, &id).await {
             Ok(()) => Ok(format!("updated {id}")),
             Err(e) if e.status == Some(404) => {
                 self.accounts.remove(&ctx.match_value);
-                match self.resolve_account(tally, Phase::Account, ctx, false).await? {
+                match self
+                    .resolve_account(tally, Phase::Account, ctx, false)
+                    .await?
+                {
                     Some(fresh) => {
                         self.update(tally, ctx, &fresh).await?;
                         Ok(format!("updated {fresh}"))
@@ -323,7 +346,10 @@ impl Engine {
     }
 
     async fn deprovision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<Option<String>> {
-        let Some(id) = self.resolve_account(tally, Phase::Account, ctx, true).await? else {
+        let Some(id) = self
+            .resolve_account(tally, Phase::Account, ctx, true)
+            .await?
+        else {
             return Ok(None);
         };
         self.call(
@@ -438,7 +464,10 @@ impl Engine {
         ctx: &SubjectContext,
     ) -> Step<String> {
         let group = self.resolve_group(tally, remote_name).await?;
-        let id = match self.resolve_account(tally, Phase::Member, ctx, true).await? {
+        let id = match self
+            .resolve_account(tally, Phase::Member, ctx, true)
+            .await?
+        {
             Some(id) => id,
             None => {
                 tokio::time::sleep(self.target_group_retry_delay).await;
@@ -455,14 +484,22 @@ impl Engine {
         };
         if self.group_sync_strategy == GroupSyncStrategy::QueryFirst {
             let members = self
-                .call(tally, Phase::Member, self.target.list_members(&group.api_id))
+                .call(
+                    tally,
+                    Phase::Member,
+                    self.target.list_members(&group.api_id),
+                )
                 .await?;
             if members.iter().any(|m| m.api_id == id) {
                 return Ok(format!("already a member of {remote_name}"));
             }
         }
         match self
-            .call(tally, Phase::Member, self.target.add_member(&group, &id, ctx))
+            .call(
+                tally,
+                Phase::Member,
+                self.target.add_member(&group, &id, ctx),
+            )
             .await
         {
             Ok(()) => Ok(format!("added {id} to {remote_name}")),
@@ -474,8 +511,12 @@ impl Engine {
                     .await?
                     .filter(|fresh| *fresh != id)
                     .ok_or(e)?;
-                self.call(tally, Phase::Member, self.target.add_member(&group, &fresh, ctx))
-                    .await?;
+                self.call(
+                    tally,
+                    Phase::Member,
+                    self.target.add_member(&group, &fresh, ctx),
+                )
+                .await?;
                 Ok(format!("added {fresh} to {remote_name}"))
             }
             Err(e) => Err(e),
@@ -489,7 +530,10 @@ impl Engine {
         ctx: &SubjectContext,
     ) -> Step<Option<String>> {
         let group = self.resolve_group(tally, remote_name).await?;
-        let Some(id) = self.resolve_account(tally, Phase::Member, ctx, true).await? else {
+        let Some(id) = self
+            .resolve_account(tally, Phase::Member, ctx, true)
+            .await?
+        else {
             return Ok(None);
         };
         self.call(
@@ -550,7 +594,7 @@ impl Engine {
         let unknown = wanted
             .iter()
             .filter(|c| !present_matches.contains(&c.match_value))
-            .filter(|c| !matches!(self.accounts.peek(&c.match_value), Some(_)))
+            .filter(|c| self.accounts.peek(&c.match_value).is_none())
             .count();
         let listing: Option<HashMap<String, ApiId>> = if unknown > BULK_RESOLVE_THRESHOLD {
             match self.list_accounts_in(tally, Phase::Member).await {
@@ -585,7 +629,11 @@ impl Engine {
             if to_add.len() >= batch || (last && !to_add.is_empty()) {
                 let chunk = std::mem::take(&mut to_add);
                 let result = self
-                    .call(tally, Phase::Member, self.target.add_members(&group, &chunk))
+                    .call(
+                        tally,
+                        Phase::Member,
+                        self.target.add_members(&group, &chunk),
+                    )
                     .await
                     .map(|()| added += chunk.len());
                 collect(result, &batch_label(&chunk), &mut failures)?;
@@ -615,12 +663,19 @@ impl Engine {
             .collect();
         // The share is of the managed members as listed: before the adds with
         // query-first, after them with add-member-first.
-        let managed = members.iter().filter(|m| !self.is_unmanaged(&m.match_value)).count();
+        let managed = members
+            .iter()
+            .filter(|m| !self.is_unmanaged(&m.match_value))
+            .count();
         self.guard_removals("members", to_remove.len(), managed)?;
         let mut removed = 0usize;
         for chunk in to_remove.chunks(batch) {
             let result = self
-                .call(tally, Phase::Member, self.target.remove_members(&group, chunk))
+                .call(
+                    tally,
+                    Phase::Member,
+                    self.target.remove_members(&group, chunk),
+                )
                 .await
                 .map(|()| removed += chunk.len());
             collect(result, &batch_label(chunk), &mut failures)?;
@@ -636,9 +691,17 @@ impl Engine {
         finish_sync(detail, failures)
     }
 
-    async fn list_members(&self, tally: &mut Tally, group: &RemoteGroup) -> Step<Vec<RemoteAccount>> {
+    async fn list_members(
+        &self,
+        tally: &mut Tally,
+        group: &RemoteGroup,
+    ) -> Step<Vec<RemoteAccount>> {
         let mut members = self
-            .call(tally, Phase::Member, self.target.list_members(&group.api_id))
+            .call(
+                tally,
+                Phase::Member,
+                self.target.list_members(&group.api_id),
+            )
             .await?;
         for m in &mut members {
             m.match_value = m.match_value.to_lowercase();
@@ -652,13 +715,22 @@ impl Engine {
         let is_provision_group = self.provision_group.as_deref() == Some(event.group.as_str());
         let remote_group = self.target_group_map.get(&event.group);
         if !is_provision_group && remote_group.is_none() {
-            return Ok(ignored(format!("group `{}` is not managed here", event.group)));
+            return Ok(ignored(format!(
+                "group `{}` is not managed here",
+                event.group
+            )));
         }
         match &event.subjects {
-            Subjects::One { subject, attributes } => {
+            Subjects::One {
+                subject,
+                attributes,
+            } => {
                 let ctx = self.context(subject, attributes, event.actor.as_deref())?;
                 if self.is_unmanaged(&ctx.match_value) {
-                    return Ok(ignored(format!("`{}` is an unmanaged login", ctx.match_value)));
+                    return Ok(ignored(format!(
+                        "`{}` is an unmanaged login",
+                        ctx.match_value
+                    )));
                 }
                 match (remote_group, event.action) {
                     (None, Action::Add | Action::Update) => {
@@ -671,16 +743,21 @@ impl Engine {
                     (Some(g), Action::Add | Action::Update) => {
                         self.add_member(tally, g, &ctx).await.map(applied)
                     }
-                    (Some(g), Action::Delete) => Ok(match self.remove_member(tally, g, &ctx).await? {
-                        Some(d) => applied(d),
-                        None => applied("no such account; nothing to remove".into()),
-                    }),
-                    (_, Action::MembershipSync) => Err(TargetError::permanent(
-                        "membership_sync needs `subjects`",
-                    )),
+                    (Some(g), Action::Delete) => {
+                        Ok(match self.remove_member(tally, g, &ctx).await? {
+                            Some(d) => applied(d),
+                            None => applied("no such account; nothing to remove".into()),
+                        })
+                    }
+                    (_, Action::MembershipSync) => {
+                        Err(TargetError::permanent("membership_sync needs `subjects`"))
+                    }
                 }
             }
-            Subjects::All { subjects, attributes } => match remote_group {
+            Subjects::All {
+                subjects,
+                attributes,
+            } => match remote_group {
                 None => self
                     .sync_accounts(tally, event, subjects, attributes)
                     .await
@@ -751,7 +828,12 @@ fn finish_sync(detail: String, failures: Vec<String>) -> Step<String> {
 
 fn abbreviate(items: &[String]) -> String {
     const SHOWN: usize = 5;
-    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     if items.len() > SHOWN {
         s.push_str(&format!("; and {} more", items.len() - SHOWN));
     }

@@ -65,7 +65,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_by_the_period_even_when_concurrent() {
-        let pacer = Arc::new(Pacer::new(Duration::from_millis(250)).unwrap_or_else(|| panic!("period")));
+        let pacer =
+            Arc::new(Pacer::new(Duration::from_millis(250)).unwrap_or_else(|| panic!("period")));
         let start = tokio::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..4 {

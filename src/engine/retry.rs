@@ -111,7 +111,10 @@ mod tests {
     fn transient(retry_after: Option<Duration>) -> ApplyError {
         let mut error = TargetError::from_status("op", 503, "", None);
         error.retry_after = retry_after;
-        ApplyError { error, api_calls: 1 }
+        ApplyError {
+            error,
+            api_calls: 1,
+        }
     }
 
     #[test]
@@ -119,9 +122,15 @@ mod tests {
         let p = policy();
         for _ in 0..50 {
             let b1 = backoff(&p, 1, None);
-            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100),
+                "{b1:?}"
+            );
             let b3 = backoff(&p, 3, None);
-            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400),
+                "{b3:?}"
+            );
             let b10 = backoff(&p, 10, None);
             assert!(b10 <= Duration::from_secs(2), "{b10:?}");
         }
@@ -152,7 +161,10 @@ mod tests {
         assert!(r.result.is_ok());
         assert_eq!(r.attempts, 3);
         assert_eq!(r.api_calls, 3);
-        assert!(started.elapsed() >= Duration::from_secs(4), "Retry-After honoured twice");
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "Retry-After honoured twice"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -171,7 +183,13 @@ mod tests {
         .await;
         assert_eq!(r.attempts, 1);
         let mut retries = 0;
-        let r = with_retries(&policy(), Instant::now(), || async { Err(transient(None)) }, |_, _, _| retries += 1).await;
+        let r = with_retries(
+            &policy(),
+            Instant::now(),
+            || async { Err(transient(None)) },
+            |_, _, _| retries += 1,
+        )
+        .await;
         assert_eq!(r.attempts, 5);
         assert_eq!(retries, 4);
         assert!(r.result.is_err());
@@ -188,7 +206,16 @@ mod tests {
         let received = Instant::now();
         // The event waited 55 s behind an earlier one of its subject.
         tokio::time::advance(Duration::from_secs(55)).await;
-        let r = with_retries(&p, received, || async { Err(transient(None)) }, |_, _, _| {}).await;
-        assert_eq!(r.attempts, 1, "no room for a 5-10 s backoff within 60 s of receipt");
+        let r = with_retries(
+            &p,
+            received,
+            || async { Err(transient(None)) },
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(
+            r.attempts, 1,
+            "no room for a 5-10 s backoff within 60 s of receipt"
+        );
     }
 }

@@ -504,7 +504,10 @@ impl TargetApi for MemoryTarget {
 /// configuration must be valid).
 fn rest_section() -> &'static str {
     const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
-    EXAMPLE.find("\n[rest]").map(|i| &EXAMPLE[i..]).unwrap_or("")
+    EXAMPLE
+        .find("\n[rest]")
+        .map(|i| &EXAMPLE[i..])
+        .unwrap_or("")
 }
 
 /// The provision group of [`cfg`].
@@ -517,8 +520,10 @@ const OTHER: &str = "app:other:things";
 /// A provisioner from its top-level keys (everything but `kind`, `url_prefix`
 /// and `[rest]`).
 fn config(top: &str) -> ProvisionerConfig {
-    let text =
-        format!("kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2\"\n{top}\n{}", rest_section());
+    let text = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://api.example.com/v2\"\n{top}\n{}",
+        rest_section()
+    );
     let mut errors = Vec::new();
     let parsed = crate::config::parse_provisioner(Path::new("t.toml"), &text, &mut errors);
     match parsed {

@@ -159,7 +159,9 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
         toml::Value::Table(t) => serde_json::Value::Object(
-            t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
         ),
     }
 }
@@ -182,7 +184,10 @@ impl AuthConfig {
             return AuthConfig::None;
         };
         let scheme = f.scheme.as_str();
-        if !matches!(scheme, "none" | "bearer" | "header" | "basic" | "oauth2" | "login" | "jwt") {
+        if !matches!(
+            scheme,
+            "none" | "bearer" | "header" | "basic" | "oauth2" | "login" | "jwt"
+        ) {
             p.add(
                 "auth.scheme",
                 format!("unknown scheme `{scheme}`"),
@@ -195,7 +200,10 @@ impl AuthConfig {
                 p.add(
                     format!("auth.{key}"),
                     format!("`{key}` does not apply to scheme `{scheme}`"),
-                    format!("remove it; scheme `{scheme}` takes: {}", allowed_keys(scheme).join(", ")),
+                    format!(
+                        "remove it; scheme `{scheme}` takes: {}",
+                        allowed_keys(scheme).join(", ")
+                    ),
                 );
             }
         }
@@ -213,25 +221,42 @@ impl AuthConfig {
                 Some(src) => match src.resolve(&base) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        p.add("auth.client_secret", e, "provide the secret or change its source");
+                        p.add(
+                            "auth.client_secret",
+                            e,
+                            "provide the secret or change its source",
+                        );
                         None
                     }
                 },
             }
         };
-        let required = |p: &mut Problems<'_>, key: &str, v: &Option<String>, example: &str| -> String {
-            match v {
-                Some(s) if !s.trim().is_empty() => s.clone(),
-                _ => {
-                    p.add(format!("auth.{key}"), format!("scheme `{scheme}` needs `{key}`"), format!("set {key} = {example}"));
-                    String::new()
+        let required =
+            |p: &mut Problems<'_>, key: &str, v: &Option<String>, example: &str| -> String {
+                match v {
+                    Some(s) if !s.trim().is_empty() => s.clone(),
+                    _ => {
+                        p.add(
+                            format!("auth.{key}"),
+                            format!("scheme `{scheme}` needs `{key}`"),
+                            format!("set {key} = {example}"),
+                        );
+                        String::new()
+                    }
                 }
-            }
-        };
+            };
         let url = |p: &mut Problems<'_>, key: &str, v: &Option<String>| -> String {
             let s = required(p, key, v, "\"https://...\"");
-            if !s.is_empty() && url::Url::parse(&s).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                p.add(format!("auth.{key}"), format!("`{s}` is not an http(s) URL"), "give an absolute URL");
+            if !s.is_empty()
+                && url::Url::parse(&s)
+                    .map(|u| !matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(true)
+            {
+                p.add(
+                    format!("auth.{key}"),
+                    format!("`{s}` is not an http(s) URL"),
+                    "give an absolute URL",
+                );
             }
             s
         };
@@ -240,17 +265,27 @@ impl AuthConfig {
         }
         match scheme {
             "none" => AuthConfig::None,
-            "bearer" => secret(p).map(|token| AuthConfig::Bearer { token }).unwrap_or_default(),
+            "bearer" => secret(p)
+                .map(|token| AuthConfig::Bearer { token })
+                .unwrap_or_default(),
             "header" => {
                 let header = required(p, "header", &f.header, "\"X-Api-Key\"");
                 if !header.is_empty() && HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    p.add("auth.header", format!("`{header}` is not a valid header name"), "use e.g. \"X-Api-Key\"");
+                    p.add(
+                        "auth.header",
+                        format!("`{header}` is not a valid header name"),
+                        "use e.g. \"X-Api-Key\"",
+                    );
                 }
-                secret(p).map(|value| AuthConfig::Header { header, value }).unwrap_or_default()
+                secret(p)
+                    .map(|value| AuthConfig::Header { header, value })
+                    .unwrap_or_default()
             }
             "basic" => {
                 let username = required(p, "username", &f.username, "\"svc-provisioner\"");
-                secret(p).map(|password| AuthConfig::Basic { username, password }).unwrap_or_default()
+                secret(p)
+                    .map(|password| AuthConfig::Basic { username, password })
+                    .unwrap_or_default()
             }
             "oauth2" => {
                 let token_url = url(p, "token_url", &f.token_url);
@@ -271,22 +306,39 @@ impl AuthConfig {
                     None | Some("json") => false,
                     Some("form") => true,
                     Some(other) => {
-                        p.add("auth.login_format", format!("unknown format `{other}`"), "use \"json\" or \"form\"");
+                        p.add(
+                            "auth.login_format",
+                            format!("unknown format `{other}`"),
+                            "use \"json\" or \"form\"",
+                        );
                         false
                     }
                 };
                 let body = match &f.login_body {
                     Some(t) => toml_to_json(&toml::Value::Table(t.clone())),
-                    None => serde_json::json!({"username": "{{ username }}", "password": "{{ password }}"}),
+                    None => {
+                        serde_json::json!({"username": "{{ username }}", "password": "{{ password }}"})
+                    }
                 };
                 if let Some(ptr) = &f.token_pointer {
                     if !ptr.is_empty() && !ptr.starts_with('/') {
-                        p.add("auth.token_pointer", format!("`{ptr}` is not a JSON pointer"), "start it with `/`, e.g. \"/token\"");
+                        p.add(
+                            "auth.token_pointer",
+                            format!("`{ptr}` is not a JSON pointer"),
+                            "start it with `/`, e.g. \"/token\"",
+                        );
                     }
                 }
-                let token_header = f.token_header.clone().unwrap_or_else(|| "Authorization".into());
+                let token_header = f
+                    .token_header
+                    .clone()
+                    .unwrap_or_else(|| "Authorization".into());
                 if HeaderName::from_bytes(token_header.as_bytes()).is_err() {
-                    p.add("auth.token_header", format!("`{token_header}` is not a valid header name"), "use e.g. \"X-Auth-Token\"");
+                    p.add(
+                        "auth.token_header",
+                        format!("`{token_header}` is not a valid header name"),
+                        "use e.g. \"X-Auth-Token\"",
+                    );
                 }
                 secret(p)
                     .map(|password| AuthConfig::Login {
@@ -309,12 +361,19 @@ impl AuthConfig {
                     p.add("auth.ttl_s", "must be at least 1", "set ttl_s = 300");
                 }
                 let claims = match &f.claims {
-                    Some(t) => t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
+                    Some(t) => t
+                        .iter()
+                        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                        .collect(),
                     None => serde_json::Map::new(),
                 };
                 for reserved in ["iss", "iat", "exp", "qsh"] {
                     if claims.contains_key(reserved) {
-                        p.add(format!("auth.claims.{reserved}"), format!("`{reserved}` is set by the worker"), "remove it from `claims`");
+                        p.add(
+                            format!("auth.claims.{reserved}"),
+                            format!("`{reserved}` is set by the worker"),
+                            "remove it from `claims`",
+                        );
                     }
                 }
                 secret(p)
@@ -334,7 +393,12 @@ impl AuthConfig {
 /// The `qsh` claim (SPEC §6, after seeds/002): hex SHA-256 of
 /// `METHOD\nPATH`, then `\nQUERY` when there is a query, then `\nBODY` when
 /// there is a body.
-pub fn query_string_hash(method: &str, path: &str, query: Option<&str>, body: Option<&[u8]>) -> String {
+pub fn query_string_hash(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: Option<&[u8]>,
+) -> String {
     let mut h = Sha256::new();
     h.update(method.to_ascii_uppercase().as_bytes());
     h.update(b"\n");
@@ -385,7 +449,8 @@ pub struct Authenticator {
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 fn header_value(s: &str) -> Result<HeaderValue, TargetError> {
-    HeaderValue::from_str(s).map_err(|_| TargetError::permanent("auth: the credential is not a valid header value"))
+    HeaderValue::from_str(s)
+        .map_err(|_| TargetError::permanent("auth: the credential is not a valid header value"))
 }
 
 /// Tokens are refreshed this long before the target would reject them.
@@ -428,11 +493,17 @@ impl Authenticator {
 
     /// Whether a 401/419 is worth one re-authentication and retry.
     pub fn can_refresh(&self) -> bool {
-        matches!(self.config, AuthConfig::OAuth2 { .. } | AuthConfig::Login { .. })
+        matches!(
+            self.config,
+            AuthConfig::OAuth2 { .. } | AuthConfig::Login { .. }
+        )
     }
 
     /// The headers that authenticate this request.
-    pub async fn headers(&self, req: &RequestParts<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
+    pub async fn headers(
+        &self,
+        req: &RequestParts<'_>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
         self.headers_for(req).await.map(|(h, _)| h)
     }
 
@@ -449,10 +520,16 @@ impl Authenticator {
         Ok((self.headers_inner(req).await?, generation))
     }
 
-    async fn headers_inner(&self, req: &RequestParts<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
+    async fn headers_inner(
+        &self,
+        req: &RequestParts<'_>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
         match &self.config {
             AuthConfig::None => Ok(Vec::new()),
-            AuthConfig::Bearer { token } => Ok(vec![(AUTHORIZATION, header_value(&format!("Bearer {}", token.expose()))?)]),
+            AuthConfig::Bearer { token } => Ok(vec![(
+                AUTHORIZATION,
+                header_value(&format!("Bearer {}", token.expose()))?,
+            )]),
             AuthConfig::Header { header, value } => {
                 let name = HeaderName::from_bytes(header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid header name"))?;
@@ -462,20 +539,42 @@ impl Authenticator {
                 use base64::Engine;
                 let raw = format!("{username}:{}", password.expose());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-                Ok(vec![(AUTHORIZATION, header_value(&format!("Basic {encoded}"))?)])
+                Ok(vec![(
+                    AUTHORIZATION,
+                    header_value(&format!("Basic {encoded}"))?,
+                )])
             }
             AuthConfig::OAuth2 { .. } => {
                 let (token, _) = self.cached_token().await?;
-                Ok(vec![(AUTHORIZATION, header_value(&format!("Bearer {}", token.expose()))?)])
+                Ok(vec![(
+                    AUTHORIZATION,
+                    header_value(&format!("Bearer {}", token.expose()))?,
+                )])
             }
-            AuthConfig::Login { token_header, token_prefix, .. } => {
+            AuthConfig::Login {
+                token_header,
+                token_prefix,
+                ..
+            } => {
                 let (token, _) = self.cached_token().await?;
                 let name = HeaderName::from_bytes(token_header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid token_header"))?;
-                Ok(vec![(name, header_value(&format!("{token_prefix}{}", token.expose()))?)])
+                Ok(vec![(
+                    name,
+                    header_value(&format!("{token_prefix}{}", token.expose()))?,
+                )])
             }
-            AuthConfig::Jwt { issuer, key, ttl, qsh, claims } => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            AuthConfig::Jwt {
+                issuer,
+                key,
+                ttl,
+                qsh,
+                claims,
+            } => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 let mut all = claims.clone();
                 all.insert("iss".into(), issuer.clone().into());
                 all.insert("iat".into(), now.into());
@@ -483,7 +582,13 @@ impl Authenticator {
                 if *qsh {
                     all.insert(
                         "qsh".into(),
-                        query_string_hash(req.method.as_str(), req.url.path(), req.url.query(), req.body).into(),
+                        query_string_hash(
+                            req.method.as_str(),
+                            req.url.path(),
+                            req.url.query(),
+                            req.body,
+                        )
+                        .into(),
                     );
                 }
                 let token = jsonwebtoken::encode(
@@ -492,7 +597,10 @@ impl Authenticator {
                     &jsonwebtoken::EncodingKey::from_secret(key.expose().as_bytes()),
                 )
                 .map_err(|e| TargetError::permanent(format!("auth: cannot sign the JWT: {e}")))?;
-                Ok(vec![(AUTHORIZATION, header_value(&format!("Bearer {token}"))?)])
+                Ok(vec![(
+                    AUTHORIZATION,
+                    header_value(&format!("Bearer {token}"))?,
+                )])
             }
         }
     }
@@ -505,7 +613,10 @@ impl Authenticator {
             }
         }
         let mut fresh = self.fetch_token().await?;
-        fresh.generation = self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        fresh.generation = self
+            .fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let got = (fresh.value.clone(), fresh.generation);
         *slot = Some(fresh);
         Ok(got)
@@ -513,7 +624,12 @@ impl Authenticator {
 
     async fn fetch_token(&self) -> Result<CachedToken, TargetError> {
         match &self.config {
-            AuthConfig::OAuth2 { token_url, client_id, client_secret, scope } => {
+            AuthConfig::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
                 let mut form = vec![("grant_type", "client_credentials".to_string())];
                 if let Some(s) = scope {
                     form.push(("scope", s.clone()));
@@ -525,9 +641,19 @@ impl Authenticator {
                     .form(&form)
                     .send()
                     .await
-                    .map_err(|e| TargetError::transient(format!("auth: token request failed: {}", without_url(&e))))?;
+                    .map_err(|e| {
+                        TargetError::transient(format!(
+                            "auth: token request failed: {}",
+                            without_url(&e)
+                        ))
+                    })?;
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.map_err(|e| TargetError::transient(format!("auth: reading the token answer: {}", without_url(&e))))?;
+                let body = resp.bytes().await.map_err(|e| {
+                    TargetError::transient(format!(
+                        "auth: reading the token answer: {}",
+                        without_url(&e)
+                    ))
+                })?;
                 if !(200..300).contains(&status) {
                     // Refused client credentials are the operator's to fix, as for login.
                     let mut e = TargetError::from_status("auth: token request", status, "", None);
@@ -541,23 +667,47 @@ impl Authenticator {
                 let token = json
                     .get("access_token")
                     .and_then(|v| v.as_str())
-                    .ok_or_else(|| TargetError::permanent("auth: the token answer has no `access_token`"))?;
-                let expires_in = json.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(3600);
+                    .ok_or_else(|| {
+                        TargetError::permanent("auth: the token answer has no `access_token`")
+                    })?;
+                let expires_in = json
+                    .get("expires_in")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(3600);
                 Ok(CachedToken {
                     value: Secret::new(token),
                     generation: 0,
-                    refresh_at: (self.clock)() + Duration::from_secs(expires_in).saturating_sub(EXPIRY_MARGIN.min(Duration::from_secs(expires_in / 2))),
+                    refresh_at: (self.clock)()
+                        + Duration::from_secs(expires_in)
+                            .saturating_sub(EXPIRY_MARGIN.min(Duration::from_secs(expires_in / 2))),
                 })
             }
-            AuthConfig::Login { login_url, username, password, form, body, token_pointer, token_ttl, .. } => {
-                let ctx = minijinja::context! { username => username, password => password.expose() };
+            AuthConfig::Login {
+                login_url,
+                username,
+                password,
+                form,
+                body,
+                token_pointer,
+                token_ttl,
+                ..
+            } => {
+                let ctx =
+                    minijinja::context! { username => username, password => password.expose() };
                 let rendered = render_leaves(body, &ctx)?;
                 let mut req = self.client.post(login_url);
                 req = if *form {
                     let pairs: Vec<(String, String)> = match &rendered {
                         serde_json::Value::Object(m) => m
                             .iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v.as_str()
+                                        .map(str::to_string)
+                                        .unwrap_or_else(|| v.to_string()),
+                                )
+                            })
                             .collect(),
                         _ => Vec::new(),
                     };
@@ -565,12 +715,16 @@ impl Authenticator {
                 } else {
                     req.json(&rendered)
                 };
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| TargetError::transient(format!("auth: login failed: {}", without_url(&e))))?;
+                let resp = req.send().await.map_err(|e| {
+                    TargetError::transient(format!("auth: login failed: {}", without_url(&e)))
+                })?;
                 let status = resp.status().as_u16();
-                let bytes = resp.bytes().await.map_err(|e| TargetError::transient(format!("auth: reading the login answer: {}", without_url(&e))))?;
+                let bytes = resp.bytes().await.map_err(|e| {
+                    TargetError::transient(format!(
+                        "auth: reading the login answer: {}",
+                        without_url(&e)
+                    ))
+                })?;
                 if !(200..300).contains(&status) {
                     // A refused login is the operator's to fix, not a blip.
                     let mut e = TargetError::from_status("auth: login", status, "", None);
@@ -581,18 +735,26 @@ impl Authenticator {
                 }
                 let token = match token_pointer {
                     Some(ptr) => {
-                        let json: serde_json::Value = serde_json::from_slice(&bytes)
-                            .map_err(|_| TargetError::permanent("auth: the login answer is not JSON"))?;
+                        let json: serde_json::Value =
+                            serde_json::from_slice(&bytes).map_err(|_| {
+                                TargetError::permanent("auth: the login answer is not JSON")
+                            })?;
                         match json.pointer(ptr) {
                             Some(serde_json::Value::String(s)) => s.clone(),
                             Some(v) if !v.is_null() => v.to_string(),
-                            _ => return Err(TargetError::permanent(format!("auth: the login answer has nothing at `{ptr}`"))),
+                            _ => {
+                                return Err(TargetError::permanent(format!(
+                                    "auth: the login answer has nothing at `{ptr}`"
+                                )))
+                            }
                         }
                     }
                     None => String::from_utf8_lossy(&bytes).trim().to_string(),
                 };
                 if token.is_empty() {
-                    return Err(TargetError::permanent("auth: the login answer holds no token"));
+                    return Err(TargetError::permanent(
+                        "auth: the login answer holds no token",
+                    ));
                 }
                 Ok(CachedToken {
                     value: Secret::new(token),
@@ -614,15 +776,23 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-fn render_leaves(v: &serde_json::Value, ctx: &minijinja::Value) -> Result<serde_json::Value, TargetError> {
+fn render_leaves(
+    v: &serde_json::Value,
+    ctx: &minijinja::Value,
+) -> Result<serde_json::Value, TargetError> {
     Ok(match v {
         serde_json::Value::String(s) => {
             // Errors are generic on purpose: the context holds the password.
             serde_json::Value::String(
-                crate::template::render_str(s, ctx).map_err(|_| TargetError::permanent("auth: bad login_body template"))?,
+                crate::template::render_str(s, ctx)
+                    .map_err(|_| TargetError::permanent("auth: bad login_body template"))?,
             )
         }
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(|x| render_leaves(x, ctx)).collect::<Result<_, _>>()?),
+        serde_json::Value::Array(a) => serde_json::Value::Array(
+            a.iter()
+                .map(|x| render_leaves(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         serde_json::Value::Object(m) => serde_json::Value::Object(
             m.iter()
                 .map(|(k, x)| Ok((k.clone(), render_leaves(x, ctx)?)))

@@ -51,9 +51,8 @@ impl HttpResponse {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_slice(&self.body).map_err(|e| {
-            TargetError::permanent(format!("{operation}: response is not JSON: {e}"))
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| TargetError::permanent(format!("{operation}: response is not JSON: {e}")))
     }
 
     /// The start of the body, for error messages.
@@ -128,11 +127,12 @@ pub fn with_tls(
 ) -> Result<reqwest::ClientBuilder, HttpSetupError> {
     if let Some(ca) = &tls.ca_file {
         let pem = read_file("CA file", ca)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpSetupError::File {
-            what: "CA file",
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpSetupError::File {
+                what: "CA file",
+                path: ca.display().to_string(),
+                reason: e.to_string(),
+            })?;
         for c in certs {
             builder = builder.add_root_certificate(c);
         }
@@ -157,7 +157,10 @@ impl HttpClient {
         let prefixes = config
             .url_prefixes
             .iter()
-            .map(|p| url::Url::parse(p).map_err(|e| HttpSetupError::Client(format!("url_prefix `{p}`: {e}"))))
+            .map(|p| {
+                url::Url::parse(p)
+                    .map_err(|e| HttpSetupError::Client(format!("url_prefix `{p}`: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -170,16 +173,22 @@ impl HttpClient {
         if let Some(endpoint) = &config.endpoint {
             let addr: SocketAddr = endpoint
                 .to_socket_addrs()
-                .map_err(|e| HttpSetupError::Endpoint(format!("`{endpoint}` does not resolve: {e}")))?
+                .map_err(|e| {
+                    HttpSetupError::Endpoint(format!("`{endpoint}` does not resolve: {e}"))
+                })?
                 .next()
-                .ok_or_else(|| HttpSetupError::Endpoint(format!("`{endpoint}` resolves to nothing")))?;
+                .ok_or_else(|| {
+                    HttpSetupError::Endpoint(format!("`{endpoint}` resolves to nothing"))
+                })?;
             for p in &prefixes {
                 if let Some(host) = p.host_str() {
                     builder = builder.resolve(host, addr);
                 }
             }
         }
-        let client = builder.build().map_err(|e| HttpSetupError::Client(e.to_string()))?;
+        let client = builder
+            .build()
+            .map_err(|e| HttpSetupError::Client(e.to_string()))?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 auth: auth::Authenticator::new(&config.auth, client.clone()),
@@ -271,10 +280,17 @@ impl HttpClient {
         Err(last_err.unwrap_or_else(|| TargetError::transient("no node reachable")))
     }
 
-    async fn send_to(&self, node: usize, req: &HttpRequest) -> Result<(HttpResponse, u64), SendFailure> {
+    async fn send_to(
+        &self,
+        node: usize,
+        req: &HttpRequest,
+    ) -> Result<(HttpResponse, u64), SendFailure> {
         let url = self.url_on(node, &req.path_and_query).map_err(Answered)?;
         let body = match &req.body {
-            Some(v) => Some(serde_json::to_vec(v).map_err(|e| Answered(TargetError::permanent(e.to_string())))?),
+            Some(v) => Some(
+                serde_json::to_vec(v)
+                    .map_err(|e| Answered(TargetError::permanent(e.to_string())))?,
+            ),
             None => None,
         };
         let parts = auth::RequestParts {
@@ -282,7 +298,12 @@ impl HttpClient {
             url: &url,
             body: body.as_deref(),
         };
-        let (auth_headers, generation) = self.inner.auth.headers_for(&parts).await.map_err(Answered)?;
+        let (auth_headers, generation) = self
+            .inner
+            .auth
+            .headers_for(&parts)
+            .await
+            .map_err(Answered)?;
         let mut builder = self.inner.client.request(req.method.clone(), url.clone());
         for (name, value) in auth_headers {
             builder = builder.header(name, value);
@@ -307,7 +328,10 @@ impl HttpClient {
         }
         if let Some(bytes) = body {
             builder = builder
-                .header(reqwest::header::CONTENT_TYPE, req.content_type.unwrap_or("application/json"))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    req.content_type.unwrap_or("application/json"),
+                )
                 .body(bytes);
         }
         let what = format!("{} {} {}", req.operation, req.method, url.path());
@@ -344,7 +368,14 @@ impl HttpClient {
                 }
             }
         }
-        Ok((HttpResponse { status, headers, body }, generation))
+        Ok((
+            HttpResponse {
+                status,
+                headers,
+                body,
+            },
+            generation,
+        ))
     }
 }
 

@@ -481,7 +481,10 @@ async fn oauth2_concurrent_401s_cause_one_re_authentication() {
         .count();
     assert_eq!(refused, 8, "the whole burst carried the stale token");
     let fetched = received_on(&server, "/oauth/token").await.len();
-    assert_eq!(fetched, 2, "one re-authentication for eight 401s, not one per 401");
+    assert_eq!(
+        fetched, 2,
+        "one re-authentication for eight 401s, not one per 401"
+    );
 }
 
 #[tokio::test]

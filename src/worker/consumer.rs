@@ -2,6 +2,7 @@
 //! with backoff. Inside a session, one `select!` over shutdown, finished
 //! events and new deliveries. This loop is the only place that acknowledges.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +26,11 @@ use crate::amqp::{self, AmqpError, DeadLetter};
 use crate::config::{AmqpConfig, ProvisionerConfig};
 use crate::engine::breaker::CircuitBreaker;
 use crate::engine::retry::{with_retries, Attempts};
-use crate::engine::{OutcomeStatus, Provisioner};
+use crate::engine::{ApplyError, OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
+use crate::target::TargetError;
 
+#[derive(Clone)]
 pub(super) struct ConsumerContext {
     pub amqp: AmqpConfig,
     pub grace: Duration,
@@ -53,7 +56,62 @@ struct Pending {
     received: Instant,
 }
 
-type Finished = (u64, Pending, Attempts);
+/// The events being applied: their tasks, and their deliveries kept here, in
+/// the loop, so that even a task that panics leaves its delivery settleable.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<(u64, Attempts)>,
+    deliveries: HashMap<u64, Pending>,
+    tickets: HashMap<tokio::task::Id, u64>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The next finished event. A task that panicked becomes a permanent
+    /// failure of its event (parked with the reason), not a stuck subject.
+    async fn next(&mut self) -> Option<(u64, Pending, Attempts)> {
+        loop {
+            let (id, ticket_attempts) = match self.tasks.join_next_with_id().await? {
+                Ok((id, done)) => (id, Some(done)),
+                Err(e) => {
+                    tracing::error!(error = %e, "an event task panicked; its event is parked");
+                    (e.id(), None)
+                }
+            };
+            let Some(ticket) = self.tickets.remove(&id) else {
+                continue;
+            };
+            let Some(pending) = self.deliveries.remove(&ticket) else {
+                continue;
+            };
+            let attempts = match ticket_attempts {
+                Some((_, attempts)) => attempts,
+                None => Attempts {
+                    result: Err(ApplyError {
+                        error: TargetError::permanent(
+                            "the worker failed internally while applying this event (a bug: please report it with this event)",
+                        ),
+                        api_calls: 0,
+                    }),
+                    attempts: 1,
+                    api_calls: 0,
+                },
+            };
+            return Some((ticket, pending, attempts));
+        }
+    }
+
+    fn abort_all(&mut self) {
+        self.tasks.abort_all();
+    }
+}
 
 /// Consumes until `shutdown`, reconnecting whenever the broker goes away.
 pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
@@ -87,14 +145,19 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
     }
 }
 
-async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
+async fn session(
+    ctx: &ConsumerContext,
+    shutdown: &CancellationToken,
+) -> Result<SessionEnd, AmqpError> {
     let conn = amqp::connect(&ctx.amqp, &format!("provisioner:{}", ctx.config.name)).await?;
     let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     channel
         .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
         .await?;
-    amqp::declare(&channel, &ctx.topology).await?;
+    amqp::declare(&conn, &ctx.topology).await?;
     let mut consumer = channel
         .basic_consume(
             ctx.queue.as_str().into(),
@@ -107,7 +170,7 @@ async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<
     tracing::info!(queue = %ctx.queue, "consuming");
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
-    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut running = InFlight::default();
     let end = loop {
         tokio::select! {
             biased;
@@ -116,15 +179,10 @@ async fn session(ctx: &ConsumerContext, shutdown: &CancellationToken) -> Result<
                 drain(ctx, &channel, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                match joined {
-                    Ok((ticket, pending, attempts)) => {
-                        queue.finish(ticket);
-                        if let Err(e) = settle(ctx, &channel, pending, attempts).await {
-                            break SessionEnd::Lost(e.to_string());
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "an event task panicked or was cancelled"),
+            Some((ticket, pending, attempts)) = running.next(), if !running.is_empty() => {
+                queue.finish(ticket);
+                if let Err(e) = settle(ctx, &channel, pending, attempts).await {
+                    break SessionEnd::Lost(e.to_string());
                 }
                 start_ready(ctx, &mut queue, &mut running);
             }
@@ -159,7 +217,11 @@ async fn accept(
     delivery: Delivery,
 ) -> Result<(), AmqpError> {
     let received = Instant::now();
-    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_string());
     match event::parse(&delivery.data, message_id.as_deref()) {
         Ok(event) => {
             queue.push(
@@ -180,7 +242,14 @@ async fn accept(
                 reason: invalid.to_string(),
                 attempts: 1,
             };
-            amqp::park(channel, &ctx.config.dead_letter_queue(), &delivery.data, &delivery.properties, &letter).await?;
+            amqp::park(
+                channel,
+                &ctx.config.dead_letter_queue(),
+                &delivery.data,
+                &delivery.properties,
+                &letter,
+            )
+            .await?;
             ack(&delivery).await?;
             report(
                 ctx,
@@ -211,7 +280,7 @@ async fn breaker_reopens(breaker: &CircuitBreaker) {
     }
 }
 
-fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut JoinSet<Finished>) {
+fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut InFlight) {
     let free = ctx.config.concurrency.saturating_sub(queue.running());
     let admitted = ctx.breaker.admit(free);
     for (ticket, pending) in queue.start_ready(queue.running() + admitted) {
@@ -224,12 +293,14 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
             action = %pending.event.action,
             subject = %pending.event.subject_label(),
         );
-        running.spawn(
+        let event = pending.event.clone();
+        let received = pending.received;
+        let handle = running.tasks.spawn(
             async move {
-                let event = &pending.event;
+                let event = &event;
                 let attempts = with_retries(
                     &policy,
-                    pending.received,
+                    received,
                     || provisioner.apply(event),
                     |attempt, error, wait| {
                         breaker.record(true);
@@ -243,10 +314,12 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                 )
                 .await;
                 breaker.record(attempts.result.as_ref().is_err_and(|e| e.is_transient()));
-                (ticket, pending, attempts)
+                (ticket, attempts)
             }
             .instrument(span),
         );
+        running.tickets.insert(handle.id(), ticket);
+        running.deliveries.insert(ticket, pending);
     }
 }
 
@@ -284,7 +357,14 @@ async fn settle(
                 reason: reason.clone(),
                 attempts: attempts.attempts,
             };
-            amqp::park(channel, &ctx.config.dead_letter_queue(), &delivery.data, &delivery.properties, &letter).await?;
+            amqp::park(
+                channel,
+                &ctx.config.dead_letter_queue(),
+                &delivery.data,
+                &delivery.properties,
+                &letter,
+            )
+            .await?;
             (Verdict::DeadLettered, reason)
         }
     };
@@ -323,7 +403,7 @@ async fn drain(
     ctx: &ConsumerContext,
     channel: &Channel,
     queue: &mut OrderedQueue<Pending>,
-    running: &mut JoinSet<Finished>,
+    running: &mut InFlight,
 ) {
     for pending in queue.take_waiting() {
         let _ = pending
@@ -336,16 +416,19 @@ async fn drain(
             .await;
     }
     let deadline = Instant::now() + ctx.grace;
-    tracing::info!(in_flight = running.len(), grace_s = ctx.grace.as_secs(), "draining");
+    tracing::info!(
+        in_flight = running.len(),
+        grace_s = ctx.grace.as_secs(),
+        "draining"
+    );
     while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(Ok((ticket, pending, attempts)))) => {
+        match tokio::time::timeout_at(deadline, running.next()).await {
+            Ok(Some((ticket, pending, attempts))) => {
                 queue.finish(ticket);
                 if let Err(e) = settle(ctx, channel, pending, attempts).await {
                     tracing::warn!(error = %e, "could not settle an event while draining; it stays queued");
                 }
             }
-            Ok(Some(Err(e))) => tracing::error!(error = %e, "an event task failed while draining"),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(

@@ -125,12 +125,33 @@ impl Worker {
                 };
                 let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
                 let stop = shutdown.clone();
-                tasks.spawn(tracing::Instrument::instrument(consumer::consume(ctx, stop), span));
+                tasks.spawn(tracing::Instrument::instrument(supervise(ctx, stop), span));
             }
         }
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(error = %e, "a consumer task ended abnormally");
+            }
+        }
+    }
+}
+
+/// Runs a consumer until `shutdown`, restarting it should it ever panic: a
+/// bug must not silently stop a provisioner for good.
+async fn supervise(ctx: consumer::ConsumerContext, shutdown: CancellationToken) {
+    loop {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(consumer::consume(
+            ctx.clone(),
+            shutdown.clone(),
+        )));
+        match task.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "consumer crashed; restarting it in 1 s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
             }
         }
     }

@@ -179,7 +179,11 @@ mod tests {
         q.push(sync_of("staff", &["b"]), "sync staff");
         q.push(one("b", "users"), "add b");
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
-        assert_eq!(started, vec!["add a", "sync staff"], "syncs share subject b; add b waits for both");
+        assert_eq!(
+            started,
+            vec!["add a", "sync staff"],
+            "syncs share subject b; add b waits for both"
+        );
         q.finish(0);
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
         assert_eq!(started, vec!["sync admins"]);
@@ -187,8 +191,11 @@ mod tests {
 
     #[test]
     fn locks_of_events() {
-        let e = crate::event::parse(br#"{"action":"membership_sync","group":"G","subjects":["X","y"]}"#, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let e = crate::event::parse(
+            br#"{"action":"membership_sync","group":"G","subjects":["X","y"]}"#,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let l = locks_of(&e);
         assert_eq!(l.get(&LockKey::Group("g".into())), Some(&Mode::Exclusive));
         assert_eq!(l.get(&LockKey::Subject("x".into())), Some(&Mode::Shared));
@@ -217,7 +224,11 @@ mod tests {
         q.push(one("b", "g"), "b1");
         q.push(one("c", "h"), "c1");
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
-        assert_eq!(started, vec!["a1", "c1"], "sync waits for a1; b1 waits for sync");
+        assert_eq!(
+            started,
+            vec!["a1", "c1"],
+            "sync waits for a1; b1 waits for sync"
+        );
         q.finish(0);
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
         assert_eq!(started, vec!["sync"]);

@@ -17,7 +17,11 @@ fn check(files: &[(&str, &str)]) -> (bool, String, String) {
     }
     std::fs::write(dir.path().join("worker.toml"), "provisioners = \"p\"\n").unwrap();
     let out = provisioner()
-        .args(["--config", dir.path().join("worker.toml").to_str().unwrap(), "check"])
+        .args([
+            "--config",
+            dir.path().join("worker.toml").to_str().unwrap(),
+            "check",
+        ])
         .env_remove("AMQP_URL")
         .output()
         .unwrap();
@@ -35,11 +39,19 @@ fn example() -> String {
 #[test]
 fn check_accepts_the_shipped_configuration() {
     let out = provisioner()
-        .args(["--config", repo_path("config/worker.toml").to_str().unwrap(), "check"])
+        .args([
+            "--config",
+            repo_path("config/worker.toml").to_str().unwrap(),
+            "check",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("provisioner `example`"), "{stdout}");
 }
 
@@ -64,11 +76,25 @@ fn check_names_file_and_key_of_a_missing_required_key() {
 #[test]
 fn check_reports_every_problem_at_once() {
     let text = example()
-        .replace("provision_strategy = \"query-first\"", "provision_strategy = \"fastest\"")
-        .replace("group_sync_strategy = \"add-member-first\"", "group_sync_strategy = \"whatever\"");
-    let (ok, _, err) = check(&[("a.toml", &text), ("b.toml", "kind = \"rest\"\nurl_prefix = \"x\"\n")]);
+        .replace(
+            "provision_strategy = \"query-first\"",
+            "provision_strategy = \"fastest\"",
+        )
+        .replace(
+            "group_sync_strategy = \"add-member-first\"",
+            "group_sync_strategy = \"whatever\"",
+        );
+    let (ok, _, err) = check(&[
+        ("a.toml", &text),
+        ("b.toml", "kind = \"rest\"\nurl_prefix = \"x\"\n"),
+    ]);
     assert!(!ok);
-    for needle in ["a.toml", "provision_strategy", "group_sync_strategy", "b.toml"] {
+    for needle in [
+        "a.toml",
+        "provision_strategy",
+        "group_sync_strategy",
+        "b.toml",
+    ] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
 }
@@ -82,7 +108,10 @@ fn check_never_prints_a_secret() {
     assert!(text.contains("tok-SECRET-123"));
     let (ok, out, err) = check(&[("s.toml", &text)]);
     assert!(ok, "{err}");
-    assert!(!out.contains("tok-SECRET-123") && !err.contains("tok-SECRET-123"), "{out}");
+    assert!(
+        !out.contains("tok-SECRET-123") && !err.contains("tok-SECRET-123"),
+        "{out}"
+    );
     assert!(out.contains("auth: bearer"));
 }
 
@@ -94,14 +123,25 @@ fn the_demo_runs_through_the_broker_and_shows_the_final_state() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Publishing 9 events"), "{stdout}");
-    assert_eq!(stdout.matches("dead-lettered").count(), 1, "one invalid event: {stdout}");
+    assert_eq!(
+        stdout.matches("dead-lettered").count(),
+        1,
+        "one invalid event: {stdout}"
+    );
     assert_eq!(stdout.matches(" applied ").count(), 6, "{stdout}");
     assert_eq!(stdout.matches(" ignored ").count(), 2, "{stdout}");
     assert!(stdout.contains("user  jdoe@example.edu"), "{stdout}");
     assert!(stdout.contains("members: asmith@example.edu"), "{stdout}");
-    assert!(!stdout.contains("olduser@example.edu   "), "olduser deprovisioned: {stdout}");
+    assert!(
+        !stdout.contains("olduser@example.edu   "),
+        "olduser deprovisioned: {stdout}"
+    );
 }
 
 #[test]

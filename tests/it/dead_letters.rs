@@ -18,7 +18,11 @@ fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -30,33 +34,50 @@ async fn parked_events_are_listed_with_reasons_and_requeued_after_a_fix() {
     let text = example_provisioner(&mock.url(), &queue, "name = \"dl\"");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dl.toml"), &text).unwrap();
-    std::fs::write(dir.path().join("worker.toml"), "provisioners = [\"dl.toml\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = [\"dl.toml\"]\n",
+    )
+    .unwrap();
     let mut h = Harness::start_with(mock, queue.clone(), &text).await;
 
     // The target refuses one subject for now.
     h.mock.fail_matching("GET", "/users/blocked", 400);
-    h.publish(add(USERS, "blocked", "blocked@example.edu", "B", "B")).await;
+    h.publish(add(USERS, "blocked", "blocked@example.edu", "B", "B"))
+        .await;
     h.publish_raw(b"{\"action\": \"add\"").await;
     let outcomes = h.outcomes(2).await;
-    assert!(outcomes.iter().all(|o| o.verdict == Verdict::DeadLettered), "{outcomes:#?}");
+    assert!(
+        outcomes.iter().all(|o| o.verdict == Verdict::DeadLettered),
+        "{outcomes:#?}"
+    );
 
     let (ok, listed) = cli(dir.path(), &["dead-letters", "list", "--provisioner", "dl"]);
     assert!(ok, "{listed}");
     assert!(listed.contains("2 parked event(s)"), "{listed}");
     assert!(listed.contains("HTTP 400"), "{listed}");
     assert!(listed.contains("not JSON"), "{listed}");
-    assert!(listed.contains("blocked@example.edu"), "bodies shown: {listed}");
+    assert!(
+        listed.contains("blocked@example.edu"),
+        "bodies shown: {listed}"
+    );
     // Listing does not remove them.
     let (_, again) = cli(dir.path(), &["dead-letters", "list", "--provisioner", "dl"]);
     assert!(again.contains("2 parked event(s)"), "{again}");
 
     // After the fix, requeue: the valid one is applied, the invalid one parked again.
     h.mock.clear_faults();
-    let (ok, requeued) = cli(dir.path(), &["dead-letters", "requeue", "--provisioner", "dl"]);
+    let (ok, requeued) = cli(
+        dir.path(),
+        &["dead-letters", "requeue", "--provisioner", "dl"],
+    );
     assert!(ok, "{requeued}");
     assert!(requeued.contains("re-queued 2 event(s)"), "{requeued}");
     let outcomes = h.outcomes(2).await;
-    let applied = outcomes.iter().filter(|o| o.verdict == Verdict::Applied).count();
+    let applied = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Applied)
+        .count();
     assert_eq!(applied, 1, "{outcomes:#?}");
     assert!(h.mock.user("blocked@example.edu").is_some());
     let parked = h.dead_letters().await;

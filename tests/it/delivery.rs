@@ -14,27 +14,50 @@ async fn invalid_events_are_dead_lettered_with_a_reason_and_the_worker_goes_on()
     let mut h = Harness::start("").await;
     let bad: Vec<(&[u8], &str)> = vec![
         (b"{not json", "not JSON"),
-        (br#"{"action":"rename","group":"app:example:users","subject":"a"}"#, "unknown action"),
-        (br#"{"action":"add","group":"app:example:users"}"#, "missing field `subject`"),
-        (br#"{"action":"add","group":"app:example:users","subject":["a"]}"#, "`subject` is an array"),
+        (
+            br#"{"action":"rename","group":"app:example:users","subject":"a"}"#,
+            "unknown action",
+        ),
+        (
+            br#"{"action":"add","group":"app:example:users"}"#,
+            "missing field `subject`",
+        ),
+        (
+            br#"{"action":"add","group":"app:example:users","subject":["a"]}"#,
+            "`subject` is an array",
+        ),
         (b"\xff\xfe\xfd", "not UTF-8"),
     ];
     for (body, _) in &bad {
         h.publish_raw(body).await;
     }
-    h.publish(add(USERS, "ok", "ok@example.edu", "O", "K")).await;
+    h.publish(add(USERS, "ok", "ok@example.edu", "O", "K"))
+        .await;
     let outcomes = h.outcomes(bad.len() + 1).await;
-    let dead = outcomes.iter().filter(|o| o.verdict == Verdict::DeadLettered).count();
+    let dead = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::DeadLettered)
+        .count();
     assert_eq!(dead, bad.len());
-    assert!(h.mock.user("ok@example.edu").is_some(), "the valid event after them was applied");
+    assert!(
+        h.mock.user("ok@example.edu").is_some(),
+        "the valid event after them was applied"
+    );
 
     let parked = h.dead_letters().await;
     assert_eq!(parked.len(), bad.len());
     for ((body, why), (parked_body, props)) in bad.iter().zip(&parked) {
-        assert_eq!(parked_body.as_bytes(), String::from_utf8_lossy(body).as_bytes(), "original body kept");
+        assert_eq!(
+            parked_body.as_bytes(),
+            String::from_utf8_lossy(body).as_bytes(),
+            "original body kept"
+        );
         let reason = header_str(props, "x-error").unwrap();
         assert!(reason.contains(why), "{reason} should say {why}");
-        assert_eq!(header_str(props, "x-provisioner").as_deref(), Some("example"));
+        assert_eq!(
+            header_str(props, "x-provisioner").as_deref(),
+            Some("example")
+        );
         assert!(header_str(props, "x-dead-lettered-at").is_some());
     }
     h.cleanup().await;
@@ -45,12 +68,23 @@ async fn a_permanent_target_failure_is_dead_lettered_and_others_proceed() {
     let _broker = shared().await;
     let mut h = Harness::start("").await;
     h.mock.fail_matching("GET", "/users/bad", 400);
-    h.publish(add(USERS, "bad", "bad@example.edu", "B", "B")).await;
+    h.publish(add(USERS, "bad", "bad@example.edu", "B", "B"))
+        .await;
     for i in 0..20 {
-        h.publish(add(USERS, &format!("g{i}"), &format!("g{i}@example.edu"), "G", "G")).await;
+        h.publish(add(
+            USERS,
+            &format!("g{i}"),
+            &format!("g{i}@example.edu"),
+            "G",
+            "G",
+        ))
+        .await;
     }
     let outcomes = h.outcomes(21).await;
-    let bad = outcomes.iter().find(|o| o.subject.as_deref() == Some("bad")).unwrap();
+    let bad = outcomes
+        .iter()
+        .find(|o| o.subject.as_deref() == Some("bad"))
+        .unwrap();
     assert_eq!(bad.verdict, Verdict::DeadLettered);
     assert_eq!(bad.attempts, 1, "a 400 is not retried");
     assert_eq!(h.mock.users().len(), 20);
@@ -80,14 +114,25 @@ async fn the_worker_reconnects_when_the_broker_closes_every_connection() {
     let mut h = Harness::start("account_sync_rate_limit_ms = 15\nconcurrency = 4").await;
     let n = 150;
     for i in 0..n {
-        h.publish(add(USERS, &format!("r{i}"), &format!("r{i}@example.edu"), "R", "R")).await;
+        h.publish(add(
+            USERS,
+            &format!("r{i}"),
+            &format!("r{i}@example.edu"),
+            "R",
+            "R",
+        ))
+        .await;
     }
     let before = h.outcomes(20).await;
     let status = std::process::Command::new("rabbitmqctl")
         .args(["close_all_connections", "fault injection by the test suite"])
         .output()
         .expect("rabbitmqctl");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // Every event ends applied; some may be applied twice (redelivered), which is harmless.
     let mut done: BTreeSet<String> = before.iter().filter_map(|o| o.subject.clone()).collect();
@@ -104,7 +149,10 @@ async fn the_worker_reconnects_when_the_broker_closes_every_connection() {
         }
     }
     // Prefetched, unacknowledged events came back after the break: proof that it broke mid-flow.
-    assert!(redelivered > 0, "no redelivery: the connections were not closed while events flowed");
+    assert!(
+        redelivered > 0,
+        "no redelivery: the connections were not closed while events flowed"
+    );
     assert_eq!(h.mock.users().len(), n);
     // The test's own publishing connection was closed too; clean up through a new one.
     h.shutdown.cancel();
@@ -114,6 +162,106 @@ async fn the_worker_reconnects_when_the_broker_closes_every_connection() {
     let conn = connect().await;
     let ch = conn.create_channel().await.unwrap();
     for q in [h.queue.clone(), format!("{}.dead", h.queue)] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+}
+
+/// A provisioner with a bug: it panics on one subject.
+struct PanickyProvisioner {
+    inner: std::sync::Arc<dyn provisioner::engine::Provisioner>,
+}
+
+#[async_trait::async_trait]
+impl provisioner::engine::Provisioner for PanickyProvisioner {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn apply(
+        &self,
+        event: &provisioner::event::Event,
+    ) -> Result<provisioner::engine::Outcome, provisioner::engine::ApplyError> {
+        if event.subject() == Some("boom") && event.action == provisioner::event::Action::Add {
+            panic!("simulated bug");
+        }
+        self.inner.apply(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_applying_parks_that_event_and_the_subject_goes_on() {
+    let _broker = shared().await;
+    let mock = provisioner::mock_target::MockTarget::start().await.unwrap();
+    let queue = unique("panic");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("example.toml");
+    std::fs::write(&path, example_provisioner(&mock.url(), &queue, "")).unwrap();
+    let mut cfg = provisioner::config::from_provisioner_files(&[path]).unwrap();
+    cfg.amqp = amqp_config();
+    let p = cfg.provisioners[0].clone();
+    let inner = provisioner::engine::build(&p).unwrap();
+    let worker = provisioner::worker::Worker::with_provisioners(
+        cfg,
+        vec![(p, std::sync::Arc::new(PanickyProvisioner { inner }) as _)],
+    )
+    .unwrap();
+    let mut outcomes = worker.subscribe();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+
+    let conn = connect().await;
+    let ch = provisioner::amqp::confirm_channel(&conn).await.unwrap();
+    provisioner::amqp::declare_queues(&ch, &queue, &format!("{queue}.dead"))
+        .await
+        .unwrap();
+    for event in [
+        add(USERS, "boom", "boom@example.edu", "B", "B"),
+        add(USERS, "fine", "fine@example.edu", "F", "F"),
+        delete(USERS, "boom", "boom@example.edu"),
+    ] {
+        provisioner::amqp::publish_confirmed(
+            &ch,
+            &queue,
+            event.to_string().as_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let o = tokio::time::timeout(DEADLINE, outcomes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(o);
+    }
+    let boom_add = got
+        .iter()
+        .find(|o| o.subject.as_deref() == Some("boom") && o.action.as_deref() == Some("add"))
+        .unwrap();
+    assert_eq!(boom_add.verdict, Verdict::DeadLettered);
+    assert!(
+        boom_add.detail.contains("failed internally"),
+        "{}",
+        boom_add.detail
+    );
+    let boom_delete = got
+        .iter()
+        .find(|o| o.action.as_deref() == Some("delete"))
+        .unwrap();
+    assert_eq!(
+        boom_delete.verdict,
+        Verdict::Applied,
+        "the subject is not stuck behind the panic"
+    );
+    assert!(mock.user("fine@example.edu").is_some());
+    let parked = take_all(&ch, &format!("{queue}.dead")).await;
+    assert_eq!(parked.len(), 1);
+
+    shutdown.cancel();
+    run.await.unwrap();
+    for q in [queue.clone(), format!("{queue}.dead")] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
 }

@@ -12,7 +12,10 @@ fn keys_of(source: &str) -> Vec<(String, String)> {
     for line in source.lines() {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("pub struct ") {
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             current = (name.ends_with("File") && rest.contains('{')).then_some(name);
             continue;
         }
@@ -27,7 +30,10 @@ fn keys_of(source: &str) -> Vec<(String, String)> {
         }
         if let Some(field) = t.strip_prefix("pub ").and_then(|f| f.split(':').next()) {
             if !field.contains(' ') && !field.contains('(') {
-                out.push((strukt.clone(), rename.take().unwrap_or_else(|| field.to_string())));
+                out.push((
+                    strukt.clone(),
+                    rename.take().unwrap_or_else(|| field.to_string()),
+                ));
             }
         }
     }
@@ -68,6 +74,13 @@ fn every_configuration_key_is_documented() {
             }
         }
     }
-    assert!(seen > 60, "the key scan found only {seen} keys: is it still reading the structs?");
-    assert!(missing.is_empty(), "undocumented configuration keys:\n{}", missing.join("\n"));
+    assert!(
+        seen > 60,
+        "the key scan found only {seen} keys: is it still reading the structs?"
+    );
+    assert!(
+        missing.is_empty(),
+        "undocumented configuration keys:\n{}",
+        missing.join("\n")
+    );
 }

@@ -35,7 +35,10 @@ async fn hostile_values_reach_the_target_only_as_encoded_data() {
             .await;
     }
     let outcomes = h.outcomes(values.len()).await;
-    assert!(outcomes.iter().all(|o| o.verdict == Verdict::Applied), "{outcomes:#?}");
+    assert!(
+        outcomes.iter().all(|o| o.verdict == Verdict::Applied),
+        "{outcomes:#?}"
+    );
 
     let reqs = h.mock.requests();
     for r in &reqs {
@@ -47,7 +50,12 @@ async fn hostile_values_reach_the_target_only_as_encoded_data() {
             r.method,
             &r.path[..r.path.len().min(120)]
         );
-        assert_eq!(r.query, None, "no query: {}", &r.path[..r.path.len().min(120)]);
+        assert_eq!(
+            r.query,
+            None,
+            "no query: {}",
+            &r.path[..r.path.len().min(120)]
+        );
     }
     for v in &values {
         let lower = v.to_lowercase();
@@ -56,17 +64,32 @@ async fn hostile_values_reach_the_target_only_as_encoded_data() {
             .iter()
             .find(|r| r.method == "GET" && r.decoded_path() == format!("/users/{lower}"))
             .unwrap_or_else(|| panic!("no look-up for {}", &lower[..lower.len().min(40)]));
-        assert!(!lookup.path[7..].contains('/'), "encoded: {}", &lookup.path[..lookup.path.len().min(80)]);
+        assert!(
+            !lookup.path[7..].contains('/'),
+            "encoded: {}",
+            &lookup.path[..lookup.path.len().min(80)]
+        );
         // ...and the create carries it, whole, as JSON strings.
-        let created = h.mock.user(&lower).unwrap_or_else(|| panic!("user {} created", &lower[..lower.len().min(40)]));
+        let created = h
+            .mock
+            .user(&lower)
+            .unwrap_or_else(|| panic!("user {} created", &lower[..lower.len().min(40)]));
         assert_eq!(&created.first_name, v);
         assert_eq!(created.last_name, "}\", \"admin\": true, \"x\": \"");
     }
     let creates: Vec<_> = reqs.iter().filter(|r| r.method == "POST").collect();
     for c in creates {
         let body = c.body.as_ref().unwrap();
-        assert_eq!(body.as_object().unwrap().len(), 2, "no smuggled keys: {body}");
-        assert_eq!(body["user_info"].as_object().unwrap().len(), 3, "no smuggled keys: {body}");
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            2,
+            "no smuggled keys: {body}"
+        );
+        assert_eq!(
+            body["user_info"].as_object().unwrap().len(),
+            3,
+            "no smuggled keys: {body}"
+        );
     }
     h.cleanup().await;
 }
@@ -75,10 +98,16 @@ async fn hostile_values_reach_the_target_only_as_encoded_data() {
 async fn a_value_that_would_be_a_dot_segment_is_refused_not_sent() {
     let _broker = shared().await;
     let mut h = Harness::start("").await;
-    h.publish(json!({"action": "add", "group": USERS, "subject": "dots", "attributes": {"mail": [".."]}}))
-        .await;
+    h.publish(
+        json!({"action": "add", "group": USERS, "subject": "dots", "attributes": {"mail": [".."]}}),
+    )
+    .await;
     let o = h.outcome().await;
     assert_eq!(o.verdict, Verdict::DeadLettered, "{o:?}");
-    assert!(h.mock.requests().is_empty(), "nothing sent: {:?}", h.mock.request_lines());
+    assert!(
+        h.mock.requests().is_empty(),
+        "nothing sent: {:?}",
+        h.mock.request_lines()
+    );
     h.cleanup().await;
 }

@@ -29,7 +29,10 @@ async fn no_secret_appears_in_the_worker_output() {
     let idp = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": SECRETS[6], "expires_in": 3600})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": SECRETS[6], "expires_in": 3600})),
+        )
         .mount(&idp)
         .await;
     Mock::given(method("POST"))
@@ -80,15 +83,27 @@ async fn no_secret_appears_in_the_worker_output() {
     .unwrap();
 
     let check = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(["--config", dir.path().join("worker.toml").to_str().unwrap(), "check"])
+        .args([
+            "--config",
+            dir.path().join("worker.toml").to_str().unwrap(),
+            "check",
+        ])
         .env("PROV_TEST_HEADER_SECRET", SECRETS[1])
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(["--config", dir.path().join("worker.toml").to_str().unwrap(), "run"])
+        .args([
+            "--config",
+            dir.path().join("worker.toml").to_str().unwrap(),
+            "run",
+        ])
         .env("PROV_TEST_HEADER_SECRET", SECRETS[1])
         .env_remove("RUST_LOG")
         .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -99,21 +114,37 @@ async fn no_secret_appears_in_the_worker_output() {
     let conn = connect().await;
     let channel = provisioner::amqp::confirm_channel(&conn).await.unwrap();
     for q in &queues {
-        provisioner::amqp::declare_queues(&channel, q, &format!("{q}.dead")).await.unwrap();
-        let event = json!({"action": "add", "group": USERS, "subject": "jdoe", "actor": "alice",
-            "attributes": {"mail": ["jdoe@example.edu"], "givenName": ["J"], "sn": ["D"]}});
-        provisioner::amqp::publish_confirmed(&channel, q, event.to_string().as_bytes(), Default::default())
+        provisioner::amqp::declare_queues(&channel, q, &format!("{q}.dead"))
             .await
             .unwrap();
+        let event = json!({"action": "add", "group": USERS, "subject": "jdoe", "actor": "alice",
+            "attributes": {"mail": ["jdoe@example.edu"], "givenName": ["J"], "sn": ["D"]}});
+        provisioner::amqp::publish_confirmed(
+            &channel,
+            q,
+            event.to_string().as_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     // Every target saw its event (the basic one is refused, then retried).
     for (mock, (scheme, _)) in mocks.iter().zip(&schemes) {
-        let seen = mock.wait_until(DEADLINE, |m| !m.requests().is_empty()).await;
+        let seen = mock
+            .wait_until(DEADLINE, |m| !m.requests().is_empty())
+            .await;
         assert!(seen, "{scheme}: no request reached the target");
     }
-    assert!(mocks[0].wait_until(DEADLINE, |m| m.user("jdoe@example.edu").is_some()).await);
+    assert!(
+        mocks[0]
+            .wait_until(DEADLINE, |m| m.user("jdoe@example.edu").is_some())
+            .await
+    );
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -126,13 +157,23 @@ async fn no_secret_appears_in_the_worker_output() {
 
     let output = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
     assert!(output.contains("consuming"), "the worker ran: {output}");
-    assert!(output.contains("DEBUG") || output.contains("debug"), "debug logging was on");
+    assert!(
+        output.contains("DEBUG") || output.contains("debug"),
+        "debug logging was on"
+    );
     for secret in SECRETS {
-        assert!(!output.contains(secret), "secret {secret} in the output:\n{output}");
+        assert!(
+            !output.contains(secret),
+            "secret {secret} in the output:\n{output}"
+        );
     }
     assert!(!String::from_utf8_lossy(&check.stdout).contains("SECRET"));
     for q in queues {
-        let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
-        let _ = channel.queue_delete(format!("{q}.dead").as_str().into(), Default::default()).await;
+        let _ = channel
+            .queue_delete(q.as_str().into(), Default::default())
+            .await;
+        let _ = channel
+            .queue_delete(format!("{q}.dead").as_str().into(), Default::default())
+            .await;
     }
 }

@@ -130,9 +130,14 @@ impl Harness {
     }
 
     pub async fn publish_raw(&self, body: &[u8]) {
-        provisioner::amqp::publish_confirmed(&self.channel, &self.queue, body, BasicProperties::default())
-            .await
-            .unwrap();
+        provisioner::amqp::publish_confirmed(
+            &self.channel,
+            &self.queue,
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
     }
 
     /// Waits for `n` outcomes (of any verdict), failing the test at the deadline.
@@ -144,7 +149,10 @@ impl Harness {
                 Ok(Ok(o)) => got.push(o),
                 Ok(Err(broadcast::error::RecvError::Lagged(k))) => panic!("lagged {k} outcomes"),
                 Ok(Err(e)) => panic!("outcome channel: {e}"),
-                Err(_) => panic!("only {} of {n} outcomes before the deadline: {got:#?}", got.len()),
+                Err(_) => panic!(
+                    "only {} of {n} outcomes before the deadline: {got:#?}",
+                    got.len()
+                ),
             }
         }
         got
@@ -170,7 +178,10 @@ impl Harness {
     pub async fn cleanup(mut self) {
         self.stop().await;
         for q in [self.queue.clone(), format!("{}.dead", self.queue)] {
-            let _ = self.channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
     }
 }
@@ -186,7 +197,11 @@ pub async fn take_all(channel: &Channel, queue: &str) -> Vec<(String, BasicPrope
             String::from_utf8_lossy(&msg.delivery.data).to_string(),
             msg.delivery.properties.clone(),
         ));
-        msg.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+        msg.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
     }
     out
 }

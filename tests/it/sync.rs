@@ -44,14 +44,31 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
     let mut want: BTreeSet<String> = (100..400).map(mail).collect();
     want.insert("breakglass@example.edu".into());
     assert_eq!(have, want);
-    assert_eq!(h.mock.user(&mail(150)).unwrap().last_name, "Synced", "existing ones updated");
-    assert_eq!(h.mock.user(&mail(399)).unwrap().first_name, "USER0399", "new ones created with attributes");
+    assert_eq!(
+        h.mock.user(&mail(150)).unwrap().last_name,
+        "Synced",
+        "existing ones updated"
+    );
+    assert_eq!(
+        h.mock.user(&mail(399)).unwrap().first_name,
+        "USER0399",
+        "new ones created with attributes"
+    );
     let reqs = h.mock.request_lines();
-    assert!(!reqs.iter().any(|l| l.contains("breakglass")), "unmanaged never touched");
+    assert!(
+        !reqs.iter().any(|l| l.contains("breakglass")),
+        "unmanaged never touched"
+    );
     assert_eq!(reqs.iter().filter(|l| l.starts_with("DELETE")).count(), 100);
-    assert_eq!(reqs.iter().filter(|l| l.as_str() == "POST /users").count(), 200);
+    assert_eq!(
+        reqs.iter().filter(|l| l.as_str() == "POST /users").count(),
+        200
+    );
     // The listing supplies every ID: no per-subject look-ups.
-    assert!(!reqs.iter().any(|l| l.starts_with("GET /users/")), "{reqs:?}");
+    assert!(
+        !reqs.iter().any(|l| l.starts_with("GET /users/")),
+        "{reqs:?}"
+    );
 
     // Applying the same sync again changes nothing more.
     h.mock.clear_requests();
@@ -59,7 +76,11 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
     h.outcome().await;
     let again: BTreeSet<String> = h.mock.users().into_iter().map(|u| u.email).collect();
     assert_eq!(again, want);
-    assert!(!h.mock.request_lines().iter().any(|l| l.starts_with("DELETE") || l == "POST /users"));
+    assert!(!h
+        .mock
+        .request_lines()
+        .iter()
+        .any(|l| l.starts_with("DELETE") || l == "POST /users"));
     h.cleanup().await;
 }
 
@@ -94,7 +115,12 @@ async fn group_membership_sync_makes_the_members_exactly_the_listed_subjects() {
             "{strategy}: only the 50 extras removed"
         );
         // Unmanaged status comes from the member listing: no look-up per removed member.
-        assert!(!reqs.iter().any(|l| (0..50).any(|i| l.contains(&format!("user{i:04}")))), "{strategy}");
+        assert!(
+            !reqs
+                .iter()
+                .any(|l| (0..50).any(|i| l.contains(&format!("user{i:04}")))),
+            "{strategy}"
+        );
         let adds = reqs.iter().filter(|l| l.starts_with("POST")).count();
         match strategy {
             "query-first" => assert_eq!(adds, 200, "only the missing ones added"),

@@ -11,12 +11,18 @@ fn many(prefix: &str, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn an_empty_account_sync_of_a_large_target_is_refused_and_changes_nothing() {
     let accounts = many("u", 20);
-    let t = MemoryTarget::new().with_accounts(&accounts).with_accounts(["admin"]).arc();
+    let t = MemoryTarget::new()
+        .with_accounts(&accounts)
+        .with_accounts(["admin"])
+        .arc();
     let e = engine(&cfg("unmanaged_logins = [\"admin\"]"), &t);
     let (err, calls) = failed(&e, &t, &sync(PG, Vec::<String>::new())).await;
     assert!(!err.is_transient());
     let msg = err.to_string();
-    assert!(msg.contains("mass-deprovision guard") && msg.contains("20 of 20 accounts"), "{msg}");
+    assert!(
+        msg.contains("mass-deprovision guard") && msg.contains("20 of 20 accounts"),
+        "{msg}"
+    );
     assert_eq!(calls, ["list_accounts"], "refused before any change");
     assert_eq!(t.account_list().len(), 21);
 }
@@ -58,6 +64,9 @@ async fn a_group_sync_that_would_empty_a_large_group_removes_nobody() {
     let e = engine(&cfg("group_sync_strategy = \"query-first\""), &t);
     let (err, calls) = failed(&e, &t, &sync(STAFF, Vec::<String>::new())).await;
     assert!(err.to_string().contains("12 of 12 members"), "{err}");
-    assert!(!calls.iter().any(|c| c.starts_with("remove_member")), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("remove_member")),
+        "{calls:?}"
+    );
     assert_eq!(t.members("Staff").len(), 12);
 }

@@ -427,7 +427,8 @@ impl ScimTarget {
         } else {
             Err(resp.error(op))
         }
-    }}
+    }
+}
 
 #[async_trait]
 impl TargetApi for ScimTarget {
