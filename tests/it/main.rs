@@ -6,6 +6,7 @@
 
 mod support;
 
+mod amqps;
 mod cli;
 mod dead_letters;
 mod delivery;
