@@ -41,6 +41,17 @@ enum Command {
         #[arg(default_value = "-")]
         file: String,
     },
+    /// Apply events from a JSON-lines file without a broker.
+    Replay {
+        /// The provisioner to apply them with.
+        #[arg(long)]
+        provisioner: String,
+        /// Read from the target but only print the writes it would make.
+        #[arg(long)]
+        dry_run: bool,
+        /// File of JSON lines, or `-` for standard input.
+        file: String,
+    },
     /// A self-contained tour: events through RabbitMQ into an embedded mock target.
     Demo,
     /// Inspect or re-queue dead-lettered events.
@@ -96,6 +107,11 @@ fn main() -> anyhow::Result<()> {
                     Ok(commands::EXIT_CONFIG)
                 }
             },
+            Command::Replay {
+                provisioner,
+                dry_run,
+                file,
+            } => commands::replay(&cli.config, &provisioner, dry_run, &file).await,
             Command::Demo => commands::demo().await,
             Command::DeadLetters { action } => match action {
                 DeadLetterAction::List { provisioner, limit } => {

@@ -11,11 +11,13 @@ mod check;
 mod dead_letters;
 mod demo;
 mod publish;
+mod replay;
 
 pub use check::check;
 pub use dead_letters::{dead_letters_list, dead_letters_requeue};
 pub use demo::demo;
 pub use publish::{publish, PublishTarget};
+pub use replay::replay;
 
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;

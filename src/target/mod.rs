@@ -12,6 +12,7 @@ use crate::config::{KindConfig, ProvisionerConfig};
 use crate::event::Attributes;
 use crate::http::HttpClient;
 
+pub mod dry_run;
 pub mod rest;
 pub mod scim;
 

@@ -158,3 +158,76 @@ fn the_demo_without_a_broker_says_how_to_start_one_and_still_shows_the_events() 
     assert!(stdout.contains("user  jdoe@example.edu"), "{stdout}");
     assert!(stdout.contains("applied"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_dry_run_shows_the_writes_and_changes_nothing_then_replay_applies() {
+    use provisioner::mock_target::MockTarget;
+    let mock = MockTarget::start().await.unwrap();
+    mock.add_user("old@example.edu", "Old", "User");
+    mock.add_group("Staff");
+    assert!(mock.add_member("Staff", "old@example.edu"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = crate::support::example_provisioner(
+        &mock.url(),
+        &crate::support::unique("rp"),
+        "name = \"rp\"",
+    );
+    std::fs::write(dir.path().join("rp.toml"), text).unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = [\"rp.toml\"]\n",
+    )
+    .unwrap();
+    let events = [
+        r#"{"action":"add","group":"app:example:users","subject":"new","attributes":{"mail":["new@example.edu"],"givenName":["N"],"sn":["U"]}}"#,
+        r#"{"action":"membership_sync","group":"app:example:staff","subjects":["new"],"attributes":{"new":{"mail":["new@example.edu"]}}}"#,
+        r#"{"action":"delete","group":"app:example:users","subject":"old","attributes":{"mail":["old@example.edu"]}}"#,
+    ];
+    std::fs::write(dir.path().join("events.jsonl"), events.join("\n")).unwrap();
+    let run = |dry: bool| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisioner"));
+        c.arg("--config").arg(dir.path().join("worker.toml"));
+        c.args(["replay", "--provisioner", "rp"]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        c.arg(dir.path().join("events.jsonl"));
+        c.output()
+    };
+
+    let out = run(true).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "would create account `new@example.edu`",
+        "would add (new:new@example.edu) (`new@example.edu`) to group `Staff`",
+        "from group `Staff`",
+        "would deprovision account",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        mock.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        mock.request_lines()
+    );
+    assert_eq!(mock.users().len(), 1);
+    assert_eq!(mock.members("Staff"), ["old@example.edu"]);
+
+    let out = run(false).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(mock.user("new@example.edu").is_some());
+    assert!(mock.user("old@example.edu").is_none());
+    assert_eq!(mock.members("Staff"), ["new@example.edu"]);
+}
