@@ -480,17 +480,6 @@ impl ProvisionerConfig {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
     }
-
-    /// The queues this provisioner consumes: `queue` itself, or its partitions.
-    pub fn consumed_queues(&self) -> Vec<String> {
-        if self.partitions == 0 {
-            vec![self.queue.clone()]
-        } else {
-            (0..self.partitions)
-                .map(|i| format!("{}.{i}", self.queue))
-                .collect()
-        }
-    }
 }
 
 // ---------------------------------------------------------------- loading
@@ -964,7 +953,7 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
                 p.add(
                     "rest",
                     "`kind = \"rest\"` needs a `[rest]` table describing the API",
-                    "add `[rest]` with its operations (see provisioners/zoom.toml)",
+                    "add `[rest]` with its operations (see provisioners/example.toml)",
                 );
                 None
             }

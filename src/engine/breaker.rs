@@ -91,11 +91,18 @@ impl CircuitBreaker {
         }
         match s.state {
             BreakerState::Closed => wanted,
-            BreakerState::HalfOpen if !s.probe_running && wanted > 0 => {
-                s.probe_running = true;
-                1
-            }
+            BreakerState::HalfOpen if !s.probe_running && wanted > 0 => 1,
             _ => 0,
+        }
+    }
+
+    /// Tells the breaker how many of the admitted events really started: a
+    /// half-open breaker's probe slot is taken only by an event that runs, so
+    /// an unused slot is never lost.
+    pub fn started(&self, n: usize) {
+        let mut s = self.lock();
+        if n > 0 && s.state == BreakerState::HalfOpen {
+            s.probe_running = true;
         }
     }
 
@@ -180,6 +187,8 @@ mod tests {
         assert_eq!(b.admit(8), 0, "open");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(b.admit(8), 1, "half-open: one probe");
+        assert_eq!(b.admit(8), 1, "a slot not used is still there");
+        b.started(1);
         assert_eq!(b.admit(8), 0, "only one probe at a time");
         b.record(true);
         assert_eq!(b.admit(8), 0, "probe failed: open again");
@@ -187,6 +196,7 @@ mod tests {
         assert_eq!(b.admit(8), 0, "cool-down doubled to 20 s");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(b.admit(8), 1);
+        b.started(1);
         b.record(false);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(8), 8);

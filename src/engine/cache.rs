@@ -128,6 +128,28 @@ impl AccountCache {
     }
 }
 
+/// Subject -> match value, sized like the account cache: remembers match
+/// values computed from attributes for later events that come without them.
+pub struct SubjectCache {
+    lru: Mutex<LruCache<String, String>>,
+}
+
+impl SubjectCache {
+    pub fn new(size: usize) -> Self {
+        SubjectCache {
+            lru: Mutex::new(LruCache::new(capacity(size))),
+        }
+    }
+
+    pub fn get(&self, subject: &str) -> Option<String> {
+        lock(&self.lru).get(subject).cloned()
+    }
+
+    pub fn put(&self, subject: &str, match_value: &str) {
+        lock(&self.lru).put(subject.to_string(), match_value.to_string());
+    }
+}
+
 /// Remote group name -> API ID (`target_group_cache_size`).
 pub struct GroupCache {
     lru: Mutex<LruCache<String, ApiId>>,

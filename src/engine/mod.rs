@@ -21,7 +21,7 @@ pub mod cache;
 pub mod pace;
 pub mod retry;
 
-use cache::{AccountCache, CachedAccount, GroupCache};
+use cache::{AccountCache, CachedAccount, GroupCache, SubjectCache};
 use pace::Pacer;
 
 /// What applying an event did.
@@ -119,6 +119,8 @@ pub struct Engine {
     max_removal_share: f64,
     removal_guard_min: usize,
     accounts: AccountCache,
+    /// Subject -> match value, for events that come without attributes.
+    subjects: SubjectCache,
     groups: GroupCache,
     account_pace: Option<Pacer>,
     member_pace: Option<Pacer>,
@@ -141,13 +143,14 @@ impl Engine {
                 config.account_cache_size,
                 config.account_cache_validity_period,
             ),
+            subjects: SubjectCache::new(config.account_cache_size),
             groups: GroupCache::new(config.target_group_cache_size),
             account_pace: Pacer::new(config.account_sync_rate_limit),
             member_pace: Pacer::new(config.member_sync_rate_limit),
         }
     }
 
-    /// (hits, misses) of the account cache.
+    /// (hits, misses) of the account cache (for the cache hit ratio).
     pub fn account_cache_stats(&self) -> (u64, u64) {
         self.accounts.stats()
     }
@@ -176,7 +179,33 @@ impl Engine {
         attributes: &Attributes,
         actor: Option<&str>,
     ) -> Step<SubjectContext> {
-        let match_value = self.target.match_value(subject, attributes)?.to_lowercase();
+        let computed = self
+            .target
+            .match_value(subject, attributes)
+            .map(|m| m.to_lowercase())
+            .and_then(|m| {
+                if m.is_empty() {
+                    Err(TargetError::permanent(format!(
+                        "`{subject}` has an empty match value"
+                    )))
+                } else {
+                    Ok(m)
+                }
+            });
+        let match_value = match computed {
+            Ok(m) => {
+                self.subjects.put(subject, &m);
+                m
+            }
+            // Target-group events may come without attributes (SPEC §2): the
+            // subject's match value is then the one last seen with them.
+            Err(e) if attributes.is_empty() => self.subjects.get(subject).ok_or_else(|| {
+                TargetError::permanent(format!(
+                    "{e}; the event has no attributes and no earlier event of `{subject}` was seen, so its match value is unknown: send the attributes with the event"
+                ))
+            })?,
+            Err(e) => return Err(e),
+        };
         Ok(SubjectContext {
             subject: subject.to_string(),
             match_value,
@@ -503,18 +532,24 @@ impl Engine {
             .await
         {
             Ok(()) => Ok(format!("added {id} to {remote_name}")),
-            // A 404 may mean the cached account ID is stale: look it up afresh once.
+            // A 404 may mean a cached ID is stale (the account or the group
+            // was re-created): look both up afresh, and try once more if
+            // either changed.
             Err(e) if e.status == Some(404) => {
                 self.accounts.remove(&ctx.match_value);
+                self.groups.remove(remote_name);
+                let fresh_group = self.resolve_group(tally, remote_name).await?;
                 let fresh = self
                     .resolve_account(tally, Phase::Member, ctx, false)
                     .await?
-                    .filter(|fresh| *fresh != id)
-                    .ok_or(e)?;
+                    .ok_or_else(|| e.clone())?;
+                if fresh == id && fresh_group.api_id == group.api_id {
+                    return Err(e);
+                }
                 self.call(
                     tally,
                     Phase::Member,
-                    self.target.add_member(&group, &fresh, ctx),
+                    self.target.add_member(&fresh_group, &fresh, ctx),
                 )
                 .await?;
                 Ok(format!("added {fresh} to {remote_name}"))

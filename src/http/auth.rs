@@ -260,9 +260,6 @@ impl AuthConfig {
             }
             s
         };
-        if scheme != "none" && scheme != "header" && scheme != "jwt" {
-            // checked per scheme below
-        }
         match scheme {
             "none" => AuthConfig::None,
             "bearer" => secret(p)

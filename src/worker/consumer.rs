@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio::sync::broadcast;
@@ -29,6 +26,12 @@ use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::{ApplyError, OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
 use crate::target::TargetError;
+
+/// Longest time an event may take from receipt to settlement. RabbitMQ closes
+/// a channel whose delivery stays unacknowledged for 30 minutes (its default
+/// `consumer_timeout`), which would return the event to the queue to start
+/// over, forever; an event still unfinished after this is parked instead.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(25 * 60);
 
 #[derive(Clone)]
 pub(super) struct ConsumerContext {
@@ -166,7 +169,6 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
-    let consumer_tag = consumer.tag();
     tracing::info!(queue = %ctx.queue, "consuming");
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
@@ -175,7 +177,6 @@ async fn session(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                let _ = channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await;
                 drain(ctx, &channel, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
@@ -283,7 +284,9 @@ async fn breaker_reopens(breaker: &CircuitBreaker) {
 fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut InFlight) {
     let free = ctx.config.concurrency.saturating_sub(queue.running());
     let admitted = ctx.breaker.admit(free);
-    for (ticket, pending) in queue.start_ready(queue.running() + admitted) {
+    let ready = queue.start_ready(queue.running() + admitted);
+    ctx.breaker.started(ready.len());
+    for (ticket, pending) in ready {
         let provisioner = ctx.provisioner.clone();
         let breaker = ctx.breaker.clone();
         let policy = ctx.config.retry.clone();
@@ -298,7 +301,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
         let handle = running.tasks.spawn(
             async move {
                 let event = &event;
-                let attempts = with_retries(
+                let retried = with_retries(
                     &policy,
                     received,
                     || provisioner.apply(event),
@@ -311,8 +314,21 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                             "transient failure; retrying"
                         );
                     },
-                )
-                .await;
+                );
+                let attempts = match tokio::time::timeout_at(received + EVENT_DEADLINE, retried).await {
+                    Ok(attempts) => attempts,
+                    Err(_) => Attempts {
+                        result: Err(ApplyError {
+                            error: TargetError::permanent(format!(
+                                "not applied within {} minutes of its receipt; parked before the broker's acknowledgement timeout would return it to the queue",
+                                EVENT_DEADLINE.as_secs() / 60
+                            )),
+                            api_calls: 0,
+                        }),
+                        attempts: 1,
+                        api_calls: 0,
+                    },
+                };
                 breaker.record(attempts.result.as_ref().is_err_and(|e| e.is_transient()));
                 (ticket, attempts)
             }
@@ -397,24 +413,19 @@ async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
     }
 }
 
-/// Shutdown: stop taking work, return what has not started, let what runs
-/// finish within the grace period.
+/// Shutdown: start nothing new, let what runs finish within the grace
+/// period; what has not started returns to the queue with the connection.
 async fn drain(
     ctx: &ConsumerContext,
     channel: &Channel,
     queue: &mut OrderedQueue<Pending>,
     running: &mut InFlight,
 ) {
-    for pending in queue.take_waiting() {
-        let _ = pending
-            .delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await;
-    }
+    // Events not started stay unacknowledged and go back to the queue, in
+    // their order, only when the connection closes after the running ones
+    // are settled: neither cancelling the consumer nor requeueing them now,
+    // which would let a standby consumer (partitions) apply a subject's later
+    // event while its earlier one still runs here.
     let deadline = Instant::now() + ctx.grace;
     tracing::info!(
         in_flight = running.len(),

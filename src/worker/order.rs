@@ -122,19 +122,6 @@ impl<T> OrderedQueue<T> {
         }
     }
 
-    /// Removes every item not started yet (shutdown, lost channel).
-    pub fn take_waiting(&mut self) -> Vec<T> {
-        let mut out = Vec::new();
-        self.entries.retain_mut(|e| match e.item.take() {
-            Some(item) => {
-                out.push(item);
-                false
-            }
-            None => true,
-        });
-        out
-    }
-
     pub fn running(&self) -> usize {
         self.running
     }
@@ -238,18 +225,17 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_limit_and_take_waiting() {
+    fn concurrency_limit() {
         let mut q = OrderedQueue::default();
         for s in ["a", "b", "c", "d"] {
             q.push(one(s, "g"), s);
         }
         assert_eq!(q.start_ready(2).len(), 2);
         assert_eq!(q.running(), 2);
-        assert_eq!(q.take_waiting(), vec!["c", "d"]);
-        assert_eq!(q.len(), 2);
+        assert!(q.start_ready(2).is_empty(), "limit reached");
         q.finish(0);
-        q.finish(1);
-        assert!(q.is_empty());
-        assert_eq!(q.running(), 0);
+        let started: Vec<_> = q.start_ready(2).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["c"]);
+        assert_eq!(q.len(), 3);
     }
 }

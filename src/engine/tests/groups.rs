@@ -183,9 +183,31 @@ async fn a_stale_cached_id_in_a_group_add_is_looked_up_again() {
         [
             "list_groups",
             "add_member g-staff u-carol",
+            // Either ID may be stale: the group is listed again, the account looked up.
+            "list_groups",
             "lookup carol",
             "add_member g-staff u-carol-new"
         ]
     );
     assert_eq!(t.members("Staff"), set(["alice", "carol"]));
+}
+
+#[tokio::test]
+async fn a_group_event_without_attributes_uses_the_match_value_seen_with_them() {
+    let t = MemoryTarget::new()
+        .matching_on_mail()
+        .with_accounts(["alice@example.edu"])
+        .with_group("Staff", Vec::<String>::new())
+        .arc();
+    let e = engine(&cfg(""), &t);
+    // Never seen with attributes: cannot know the match value.
+    let (err, calls) = failed(&e, &t, &bare("delete", STAFF, "alice")).await;
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("send the attributes"), "{err}");
+    assert!(calls.is_empty(), "{calls:?}");
+    // Seen once with attributes, later events may come without them.
+    applied(&e, &t, &one("add", STAFF, "alice")).await;
+    assert_eq!(t.members("Staff"), set(["alice@example.edu"]));
+    applied(&e, &t, &bare("delete", STAFF, "alice")).await;
+    assert!(t.members("Staff").is_empty());
 }

@@ -1180,7 +1180,7 @@ fn conflicting_paths_are_caught_at_load_time() {
 #[test]
 fn the_example_file_is_valid() {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/examples/scim.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioners/scim.toml"),
     )
     .unwrap();
     assert!(text.contains("{ env = \"SCIM_TOKEN\" }"));
