@@ -165,9 +165,11 @@ async fn unmanaged_logins_are_never_touched() {
         .await;
     h.publish(delete(STAFF, "bg", "breakglass@example.edu"))
         .await;
+    h.publish(add(STAFF, "root", "root@example.edu", "X", "Y"))
+        .await;
     h.publish(add(USERS, "root", "ROOT@example.edu", "X", "Y"))
         .await;
-    let outcomes = h.outcomes(4).await;
+    let outcomes = h.outcomes(5).await;
     assert!(
         outcomes.iter().all(|o| o.verdict == Verdict::Ignored),
         "{outcomes:#?}"

@@ -34,7 +34,7 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
     for i in 0..200 {
         h.mock.add_user(&mail(i), "Old", "Old");
     }
-    h.mock.add_user("breakglass@example.edu", "Break", "Glass");
+    let bg = h.mock.add_user("breakglass@example.edu", "Break", "Glass");
     // Stated: users 100..400.
     h.publish(sync_event(USERS, 100..400)).await;
     let o = h.outcome().await;
@@ -55,9 +55,16 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
         "new ones created with attributes"
     );
     let reqs = h.mock.request_lines();
+    // Writes address accounts by ID: no request may name the unmanaged one.
     assert!(
-        !reqs.iter().any(|l| l.contains("breakglass")),
+        !reqs
+            .iter()
+            .any(|l| l.contains("breakglass") || l.contains(&bg)),
         "unmanaged never touched"
+    );
+    assert_eq!(
+        h.mock.user("breakglass@example.edu").unwrap().first_name,
+        "Break"
     );
     assert_eq!(reqs.iter().filter(|l| l.starts_with("DELETE")).count(), 100);
     assert_eq!(
@@ -92,7 +99,7 @@ async fn group_membership_sync_makes_the_members_exactly_the_listed_subjects() {
         for i in 0..400 {
             h.mock.add_user(&mail(i), "U", "U");
         }
-        h.mock.add_user("breakglass@example.edu", "Break", "Glass");
+        let bg = h.mock.add_user("breakglass@example.edu", "Break", "Glass");
         h.mock.add_group("Staff");
         // Start: members 0..150 (0..50 not listed), plus the unmanaged account.
         for i in 0..150 {
@@ -109,6 +116,10 @@ async fn group_membership_sync_makes_the_members_exactly_the_listed_subjects() {
         want.insert("breakglass@example.edu".into());
         assert_eq!(have, want, "{strategy}");
         let reqs = h.mock.request_lines();
+        assert!(
+            !reqs.iter().any(|l| l.contains(&bg)),
+            "{strategy}: unmanaged member untouched"
+        );
         assert_eq!(
             reqs.iter().filter(|l| l.starts_with("DELETE")).count(),
             50,
