@@ -211,3 +211,29 @@ async fn a_group_event_without_attributes_uses_the_match_value_seen_with_them() 
     applied(&e, &t, &bare("delete", STAFF, "alice")).await;
     assert!(t.members("Staff").is_empty());
 }
+
+#[tokio::test]
+async fn target_group_cache_size_bounds_the_cached_group_ids() {
+    let t = MemoryTarget::new()
+        .with_accounts(["alice"])
+        .with_group("Staff", Vec::<String>::new())
+        .with_group("Admins", Vec::<String>::new())
+        .arc();
+    let both = |size: usize| {
+        config(&format!(
+            "provision_group = \"{PG}\"\ntarget_group_map = {{ \"{STAFF}\" = \"Staff\", \"app:example:admins\" = \"Admins\" }}\ntarget_group_cache_size = {size}"
+        ))
+    };
+    let calls_for = |e: Engine, t: Arc<MemoryTarget>| async move {
+        let mut lists = 0;
+        for group in [STAFF, "app:example:admins", STAFF, "app:example:admins"] {
+            let calls = applied(&e, &t, &one("add", group, "alice")).await;
+            lists += calls.iter().filter(|c| *c == "list_groups").count();
+        }
+        lists
+    };
+    // Room for both: one listing fills the cache with every mapped group.
+    assert_eq!(calls_for(engine(&both(2), &t), t.clone()).await, 1);
+    // Room for one: alternating groups evict each other, so each event lists again.
+    assert_eq!(calls_for(engine(&both(1), &t), t.clone()).await, 4);
+}
