@@ -106,17 +106,6 @@ impl TargetApi for DryRunTarget {
         Ok(())
     }
 
-    async fn add_members(
-        &self,
-        group: &RemoteGroup,
-        members: &[(ApiId, SubjectContext)],
-    ) -> TargetResult<()> {
-        for (api_id, ctx) in members {
-            self.add_member(group, api_id, ctx).await?;
-        }
-        Ok(())
-    }
-
     async fn remove_member(
         &self,
         group: &RemoteGroup,
@@ -127,17 +116,6 @@ impl TargetApi for DryRunTarget {
             "remove {api_id} (`{}`) from group `{}`",
             ctx.match_value, group.name
         ));
-        Ok(())
-    }
-
-    async fn remove_members(
-        &self,
-        group: &RemoteGroup,
-        members: &[(ApiId, SubjectContext)],
-    ) -> TargetResult<()> {
-        for (api_id, ctx) in members {
-            self.remove_member(group, api_id, ctx).await?;
-        }
         Ok(())
     }
 
