@@ -652,12 +652,10 @@ impl Authenticator {
                     ))
                 })?;
                 if !(200..300).contains(&status) {
-                    // Refused client credentials are the operator's to fix, as for login.
-                    let mut e = TargetError::from_status("auth: token request", status, "", None);
-                    if matches!(status, 400 | 401 | 403) {
-                        e.class = crate::target::FailureClass::Permanent;
-                    }
-                    return Err(e);
+                    return Err(TargetError::from_credentials_status(
+                        "auth: token request",
+                        status,
+                    ));
                 }
                 let json: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|_| TargetError::permanent("auth: the token answer is not JSON"))?;
@@ -723,12 +721,7 @@ impl Authenticator {
                     ))
                 })?;
                 if !(200..300).contains(&status) {
-                    // A refused login is the operator's to fix, not a blip.
-                    let mut e = TargetError::from_status("auth: login", status, "", None);
-                    if status == 401 || status == 403 {
-                        e.class = crate::target::FailureClass::Permanent;
-                    }
-                    return Err(e);
+                    return Err(TargetError::from_credentials_status("auth: login", status));
                 }
                 let token = match token_pointer {
                     Some(ptr) => {

@@ -119,6 +119,17 @@ impl TargetError {
         }
     }
 
+    /// The same decision for an authentication endpoint (token or login):
+    /// there a 401 or 403 means the configured credentials are refused, which
+    /// only the operator can fix, so it is permanent.
+    pub fn from_credentials_status(operation: &str, status: u16) -> Self {
+        let mut e = Self::from_status(operation, status, "", None);
+        if matches!(status, 401 | 403) {
+            e.class = FailureClass::Permanent;
+        }
+        e
+    }
+
     pub fn is_transient(&self) -> bool {
         self.class == FailureClass::Transient
     }
