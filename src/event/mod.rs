@@ -67,6 +67,11 @@ pub struct Event {
     pub actor: Option<String>,
     /// When the change happened at the source (RFC 3339), if the producer said.
     pub timestamp: Option<String>,
+    /// An operator's override of the mass-deprovision guard for this one
+    /// event. Never read from the body: the consumer sets it from the
+    /// `x-allow-removals` header that `dead-letters requeue --allow-removals`
+    /// puts on the messages it re-queues.
+    pub allow_removals: bool,
 }
 
 impl Event {
@@ -288,6 +293,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Event, InvalidEven
         subjects,
         actor,
         timestamp,
+        allow_removals: false,
     })
 }
 
