@@ -4,6 +4,7 @@
 //! Module map (see docs/architecture.md):
 //! - [`config`]: the worker and provisioner files, parsed then validated.
 //! - [`event`]: the event wire format; parsing never panics.
+//! - [`bounded`]: clipping of outside values for headers and log lines.
 //! - [`engine`]: the reconciliation engine shared by every target: routing,
 //!   strategies, caches, rate limits. Knows nothing of HTTP or AMQP.
 //! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`),
@@ -16,6 +17,7 @@
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
 pub mod amqp;
+pub mod bounded;
 pub mod commands;
 pub mod config;
 pub mod engine;

@@ -78,6 +78,13 @@ enum DeadLetterAction {
         /// Re-queue at most this many.
         #[arg(long)]
         limit: Option<usize>,
+        /// Re-queue only the event with this id (as `list` shows it).
+        #[arg(long)]
+        event_id: Option<String>,
+        /// Apply the re-queued events past the mass-deprovision guard, once
+        /// (for a sync the guard refused that is meant).
+        #[arg(long)]
+        allow_removals: bool,
     },
 }
 
@@ -117,8 +124,18 @@ fn main() -> anyhow::Result<()> {
                 DeadLetterAction::List { provisioner, limit } => {
                     commands::dead_letters_list(&cli.config, &provisioner, limit).await
                 }
-                DeadLetterAction::Requeue { provisioner, limit } => {
-                    commands::dead_letters_requeue(&cli.config, &provisioner, limit).await
+                DeadLetterAction::Requeue {
+                    provisioner,
+                    limit,
+                    event_id,
+                    allow_removals,
+                } => {
+                    let options = commands::RequeueOptions {
+                        limit,
+                        event_id,
+                        allow_removals,
+                    };
+                    commands::dead_letters_requeue(&cli.config, &provisioner, &options).await
                 }
             },
         }

@@ -25,6 +25,8 @@ pub enum AmqpError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused (nack) a message published to `{0}`")]
     Nacked(String),
+    #[error("no queue is bound where a message was published (`{0}`): the broker returned it")]
+    Unroutable(String),
     #[error(
         "the channel closed before the delivery could be acknowledged; the broker requeues it"
     )]
@@ -172,6 +174,17 @@ impl Topology {
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.dead_letter.as_str().into()),
+            );
+            // The broker's own dead-lettering (after `delivery_limit`) is
+            // at-most-once by default: a message could vanish on the way to
+            // the dead-letter queue. At-least-once needs reject-publish.
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
             );
         }
         if single_active {
@@ -352,20 +365,28 @@ async fn publish_to(
     } else {
         exchange
     };
+    // Mandatory: a message no queue takes comes back instead of being
+    // confirmed and dropped, so a caller never settles on a lost message.
     let confirm = channel
         .basic_publish(
             ShortString::from(exchange),
             routing_key.into(),
-            BasicPublishOptions::default(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             body,
             properties.with_delivery_mode(2),
         )
         .await?
         .await?;
     match confirm {
-        Confirmation::Nack(_) => Err(AmqpError::Nacked(queue.to_string())),
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+            Err(AmqpError::Unroutable(queue.to_string()))
+        }
+        Confirmation::Nack(None) => Err(AmqpError::Nacked(queue.to_string())),
         // `NotRequested` would mean the channel is not in confirm mode; callers use confirm_channel.
-        _ => Ok(()),
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
     }
 }
 
@@ -387,30 +408,119 @@ pub mod headers {
     pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
     pub const ORIGINAL_QUEUE: &str = "x-original-queue";
     pub const EVENT_ID: &str = "x-event-id";
+    /// Set when the original message's own headers were left out of the dead
+    /// letter (too large to fit the broker's frame next to the reason).
+    pub const ORIGINAL_HEADERS_DROPPED: &str = "x-original-headers-dropped";
+    /// On a re-queued message: the operator overrides the mass-deprovision
+    /// guard for it (`dead-letters requeue --allow-removals`).
+    pub const ALLOW_REMOVALS: &str = "x-allow-removals";
+}
+
+/// How much of a message goes into its dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkForm {
+    /// The body, the original headers when they fit, and the reason.
+    Full,
+    /// The body and bounded parking headers only, for a message the broker
+    /// refused in full form once: the dead letter must get through.
+    Reduced,
+}
+
+/// Room left for the original message's headers in a dead letter: the
+/// broker's frame (128 KiB by default) must hold them plus the parking
+/// headers (a few KiB, all bounded) and the other properties.
+const ORIGINAL_HEADERS_BUDGET: usize = 96 * 1024;
+
+/// A generous estimate of a header table's encoded size.
+fn encoded_size(table: &FieldTable) -> usize {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 1 + value_size(v))
+        .sum()
+}
+
+fn value_size(v: &AMQPValue) -> usize {
+    match v {
+        AMQPValue::LongString(s) => 5 + s.as_bytes().len(),
+        AMQPValue::ShortString(s) => 2 + s.as_str().len(),
+        AMQPValue::FieldTable(t) => 5 + encoded_size(t),
+        AMQPValue::FieldArray(a) => 5 + a.as_slice().iter().map(value_size).sum::<usize>(),
+        AMQPValue::ByteArray(b) => 5 + b.as_slice().len(),
+        _ => 9,
+    }
 }
 
 /// Publishes the original body, unchanged, to the dead-letter queue with the
-/// reason in headers, and waits for the confirm. Only after this returns Ok
-/// may the original delivery be acknowledged.
+/// reason in headers, and waits for the confirm; a dead letter that no queue
+/// takes is an error ([`AmqpError::Unroutable`]). Only after this returns Ok
+/// may the original delivery be acknowledged. Every header written is
+/// bounded, whatever the event carried.
 pub async fn park(
     channel: &Channel,
     dead_letter_queue: &str,
     body: &[u8],
     original: &BasicProperties,
     letter: &DeadLetter,
+    form: ParkForm,
 ) -> Result<(), AmqpError> {
-    let mut table = original.headers().clone().unwrap_or_default();
+    // An operator's override applies to one delivery, not to a later requeue.
+    let original_headers: FieldTable = original
+        .headers()
+        .as_ref()
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter(|(k, _)| k.as_str() != headers::ALLOW_REMOVALS)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into()
+        })
+        .unwrap_or_default();
+    let original_size = encoded_size(&original_headers);
+    let (mut table, dropped) = match form {
+        ParkForm::Full if original_size <= ORIGINAL_HEADERS_BUDGET => (original_headers, None),
+        ParkForm::Full => (
+            FieldTable::default(),
+            Some(format!(
+                "{original_size} bytes of headers, too large to keep"
+            )),
+        ),
+        ParkForm::Reduced => (
+            FieldTable::default(),
+            Some("left out: the broker refused this dead letter in full form".to_string()),
+        ),
+    };
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut put = |k: &str, v: String| {
-        table.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    let reason_limit = match form {
+        ParkForm::Full => crate::bounded::MAX_DETAIL_BYTES,
+        ParkForm::Reduced => 1024,
     };
-    put(headers::PROVISIONER, letter.provisioner.clone());
-    put(headers::ERROR, letter.reason.chars().take(4000).collect());
-    put(headers::DEAD_LETTERED_AT, now);
-    put(headers::ORIGINAL_QUEUE, letter.queue.clone());
-    put(headers::EVENT_ID, letter.event_id.clone());
+    let mut put = |k: &str, v: &str| {
+        table.insert(
+            k.into(),
+            AMQPValue::LongString(LongString::from(v.to_string())),
+        );
+    };
+    put(
+        headers::PROVISIONER,
+        &crate::bounded::label(&letter.provisioner),
+    );
+    put(
+        headers::ERROR,
+        &crate::bounded::clip(&letter.reason, reason_limit),
+    );
+    put(headers::DEAD_LETTERED_AT, &now);
+    put(
+        headers::ORIGINAL_QUEUE,
+        &crate::bounded::label(&letter.queue),
+    );
+    put(headers::EVENT_ID, &crate::bounded::label(&letter.event_id));
+    if let Some(why) = &dropped {
+        put(headers::ORIGINAL_HEADERS_DROPPED, why);
+    }
     table.insert(
         headers::ATTEMPTS.into(),
         AMQPValue::LongLongInt(i64::from(letter.attempts)),
@@ -423,6 +533,17 @@ pub async fn park(
         props = props.with_content_type(ct.clone());
     }
     publish_confirmed(channel, dead_letter_queue, body, props).await
+}
+
+/// Whether a message carries a header that is true (a boolean, or the
+/// string "true").
+pub fn header_true(props: &BasicProperties, name: &str) -> bool {
+    match props.headers().as_ref().and_then(|h| h.inner().get(name)) {
+        Some(AMQPValue::Boolean(b)) => *b,
+        Some(AMQPValue::LongString(s)) => s.as_bytes().eq_ignore_ascii_case(b"true"),
+        Some(AMQPValue::ShortString(s)) => s.as_str().eq_ignore_ascii_case("true"),
+        _ => false,
+    }
 }
 
 /// Reads a string header of a message.

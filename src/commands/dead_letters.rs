@@ -2,9 +2,8 @@
 
 use std::path::Path;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 
 use super::{anyhow_free, load_config, EXIT_BROKER, EXIT_CONFIG};
@@ -76,19 +75,34 @@ pub async fn list_parked(
     Ok(out)
 }
 
-/// Moves up to `limit` parked messages back to `target_queue`, each
-/// published with a confirm before it is removed from the dead-letter queue.
+/// Which parked messages `requeue` moves, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueOptions {
+    /// Move at most this many.
+    pub limit: Option<usize>,
+    /// Move only the letters with this event id (`x-event-id`).
+    pub event_id: Option<String>,
+    /// Mark the moved messages so that the worker applies them past the
+    /// mass-deprovision guard, once.
+    pub allow_removals: bool,
+}
+
+/// Moves parked messages back to where the provisioner consumes them. The
+/// topology is declared first, so the queue (or partition exchange) exists;
+/// each message is published mandatory with a confirm, and removed from the
+/// dead-letter queue only once the broker has routed it: a letter is never
+/// dropped. Letters not chosen stay unacknowledged until the channel
+/// closes, which puts them back in their order.
 pub async fn requeue_parked(
     amqp_config: &AmqpConfig,
     topology: &amqp::Topology,
-    limit: Option<usize>,
+    options: &RequeueOptions,
 ) -> Result<usize, AmqpError> {
     let dead_letter_queue = topology.dead_letter.as_str();
     let conn = amqp::connect(amqp_config, "provisioner:dead-letters").await?;
+    amqp::declare(&conn, topology).await?;
     let channel = amqp::confirm_channel(&conn).await?;
-    channel.basic_qos(1, BasicQosOptions::default()).await?;
-    let mut moved = 0;
-    let mut remaining = channel
+    let parked = channel
         .queue_declare(
             dead_letter_queue.into(),
             lapin::options::QueueDeclareOptions {
@@ -99,32 +113,42 @@ pub async fn requeue_parked(
         )
         .await?
         .message_count() as usize;
-    if let Some(l) = limit {
-        remaining = remaining.min(l);
-    }
-    if remaining > 0 {
-        let mut consumer = channel
-            .basic_consume(
-                dead_letter_queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        while moved < remaining {
-            let Some(delivery) = consumer.next().await else {
-                break;
-            };
-            let delivery = delivery?;
-            // The original body and id go back; the parking headers stay behind.
-            let mut props = BasicProperties::default().with_content_type("application/json".into());
-            if let Some(id) = delivery.properties.message_id() {
-                props = props.with_message_id(id.clone());
-            }
-            amqp::publish_event(&channel, topology, &delivery.data, props).await?;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            moved += 1;
+    let mut moved = 0;
+    // Each parked message is looked at once: those left behind are held
+    // until the end, so the count bounds the loop.
+    for _ in 0..parked {
+        if options.limit.is_some_and(|l| moved >= l) {
+            break;
         }
+        let Some(msg) = channel
+            .basic_get(dead_letter_queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        let delivery = msg.delivery;
+        if let Some(wanted) = &options.event_id {
+            if amqp::header_str(&delivery.properties, headers::EVENT_ID).as_deref()
+                != Some(wanted.as_str())
+            {
+                continue;
+            }
+        }
+        // The original body and id go back; the parking headers stay behind.
+        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        if let Some(id) = delivery.properties.message_id() {
+            props = props.with_message_id(id.clone());
+        }
+        if options.allow_removals {
+            let mut table = FieldTable::default();
+            table.insert(headers::ALLOW_REMOVALS.into(), AMQPValue::Boolean(true));
+            props = props.with_headers(table);
+        }
+        amqp::publish_event(&channel, topology, &delivery.data, props).await?;
+        if !delivery.acker.ack(BasicAckOptions::default()).await? {
+            return Err(AmqpError::ChannelGone);
+        }
+        moved += 1;
     }
     let _ = channel.close(200, "requeued".into()).await;
     let _ = conn.close(200, "requeued".into()).await;
@@ -169,18 +193,23 @@ pub async fn dead_letters_list(
 pub async fn dead_letters_requeue(
     config_path: &Path,
     name: &str,
-    limit: Option<usize>,
+    options: &RequeueOptions,
 ) -> anyhow_free::Result {
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };
     let topology = amqp::Topology::of(&p, &amqp_config);
-    match requeue_parked(&amqp_config, &topology, limit).await {
+    match requeue_parked(&amqp_config, &topology, options).await {
         Ok(n) => {
             println!(
-                "re-queued {n} event(s) from `{}` to `{}`",
+                "re-queued {n} event(s) from `{}` to `{}`{}",
                 p.dead_letter_queue(),
-                p.queue
+                p.queue,
+                if options.allow_removals {
+                    ", marked to pass the mass-deprovision guard once"
+                } else {
+                    ""
+                }
             );
             Ok(0)
         }

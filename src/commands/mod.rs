@@ -5,17 +5,19 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, LogFormat};
+use crate::config::{self, Config};
 
 mod check;
 mod dead_letters;
 mod demo;
+mod logging;
 mod publish;
 mod replay;
 
 pub use check::check;
-pub use dead_letters::{dead_letters_list, dead_letters_requeue};
+pub use dead_letters::{dead_letters_list, dead_letters_requeue, RequeueOptions};
 pub use demo::demo;
+pub use logging::init_logging;
 pub use publish::{publish, PublishTarget};
 pub use replay::replay;
 
@@ -33,19 +35,6 @@ pub fn load_config(path: &Path) -> Option<Config> {
             None
         }
     }
-}
-
-/// Sets up `tracing` (RUST_LOG overrides the configured level).
-pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

@@ -79,6 +79,19 @@ pub struct AmqpFile {
     /// before the broker parks it in the dead-letter queue itself.
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
+    /// Seconds the broker lets a delivery stay unacknowledged before it
+    /// closes the channel (RabbitMQ's `consumer_timeout`, 30 minutes unless
+    /// changed). The worker never holds a delivery that long: at 90 % of it,
+    /// an event still waiting goes back to the queue and one still running
+    /// is settled. Set it to the broker's value if that was changed.
+    #[serde(default = "default_ack_timeout_s")]
+    pub ack_timeout_s: u64,
+    /// Largest message body accepted as an event, in bytes; a larger one is
+    /// parked in the dead-letter queue unread, with the reason. A
+    /// `membership_sync` of 100,000 subjects with a few attributes each is
+    /// about 8 MB.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
     /// TLS for `amqps://`.
     #[serde(default)]
     pub tls: Option<TlsFile>,
@@ -92,6 +105,8 @@ impl Default for AmqpFile {
             reconnect_max_s: default_reconnect_max_s(),
             queue_type: default_queue_type(),
             delivery_limit: default_delivery_limit(),
+            ack_timeout_s: default_ack_timeout_s(),
+            max_event_bytes: default_max_event_bytes(),
             tls: None,
         }
     }
@@ -111,6 +126,12 @@ fn default_delivery_limit() -> u32 {
 }
 fn default_reconnect_max_s() -> u64 {
     30
+}
+fn default_ack_timeout_s() -> u64 {
+    1800
+}
+fn default_max_event_bytes() -> usize {
+    32 * 1024 * 1024
 }
 
 /// `[log]`
@@ -317,6 +338,15 @@ pub struct RetryFile {
     /// Longest backoff, seconds.
     #[serde(default = "default_max_backoff_s")]
     pub max_backoff_s: u64,
+    /// Seconds before the first probe of a target that went down (most
+    /// attempts failing, or an event out of budget while no other event was
+    /// served). While it is down, no delivery is held.
+    #[serde(default = "default_probe_first_s")]
+    pub probe_first_s: u64,
+    /// Longest wait between probes of a target that stays down, seconds;
+    /// the wait doubles from `probe_first_s` up to this.
+    #[serde(default = "default_probe_max_s")]
+    pub probe_max_s: u64,
 }
 
 impl Default for RetryFile {
@@ -326,6 +356,8 @@ impl Default for RetryFile {
             max_elapsed_s: default_max_elapsed_s(),
             initial_backoff_ms: default_initial_backoff_ms(),
             max_backoff_s: default_max_backoff_s(),
+            probe_first_s: default_probe_first_s(),
+            probe_max_s: default_probe_max_s(),
         }
     }
 }
@@ -340,6 +372,12 @@ fn default_initial_backoff_ms() -> u64 {
     500
 }
 fn default_max_backoff_s() -> u64 {
+    60
+}
+fn default_probe_first_s() -> u64 {
+    5
+}
+fn default_probe_max_s() -> u64 {
     60
 }
 
@@ -363,6 +401,17 @@ pub struct AmqpConfig {
     pub tls: Option<TlsConfig>,
     pub queue_type: QueueType,
     pub delivery_limit: u32,
+    /// The broker's acknowledgement timeout (`ack_timeout_s`).
+    pub ack_timeout: Duration,
+    pub max_event_bytes: usize,
+}
+
+impl AmqpConfig {
+    /// Longest time the worker holds a delivery: 90 % of the broker's
+    /// acknowledgement timeout, which the broker checks only once a minute.
+    pub fn hold_limit(&self) -> Duration {
+        self.ack_timeout.mul_f64(0.9)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,6 +457,10 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// First wait before probing a target that went down.
+    pub probe_first: Duration,
+    /// Longest wait between probes.
+    pub probe_max: Duration,
 }
 
 /// The kind-specific part of a provisioner.
@@ -511,6 +564,7 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
     };
     let paths = provisioner_paths(&file.provisioners, &base, &mut p);
     let provisioners = load_provisioners(&paths, &mut errors);
+    check_retry_budgets(&amqp, &provisioners, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             worker_file: Some(worker_file.to_path_buf()),
@@ -532,6 +586,7 @@ pub fn from_provisioner_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors>
     let mut p = Problems::new(Path::new("<defaults>"), &mut dummy);
     let amqp = validate_amqp(AmqpFile::default(), &mut p);
     errors.extend(dummy);
+    check_retry_budgets(&amqp, &provisioners, &mut errors);
     if errors.is_empty() {
         Ok(Config {
             worker_file: None,
@@ -575,6 +630,20 @@ fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
             QueueType::Classic
         }
     };
+    if file.ack_timeout_s < 10 {
+        p.add(
+            "amqp.ack_timeout_s",
+            format!("{} s is too short to apply any event", file.ack_timeout_s),
+            "set it to the broker's consumer_timeout in seconds (default 1800)",
+        );
+    }
+    if file.max_event_bytes == 0 {
+        p.add(
+            "amqp.max_event_bytes",
+            "must be at least 1",
+            "set e.g. max_event_bytes = 33554432 (32 MiB)",
+        );
+    }
     if file.delivery_limit == 0 {
         p.add(
             "amqp.delivery_limit",
@@ -590,7 +659,35 @@ fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
         reconnect_max: Duration::from_secs(file.reconnect_max_s.max(1)),
         queue_type,
         delivery_limit: file.delivery_limit,
+        ack_timeout: Duration::from_secs(file.ack_timeout_s),
+        max_event_bytes: file.max_event_bytes,
         tls,
+    }
+}
+
+/// A retry budget must end before the worker's hold limit: an event that
+/// keeps failing while others are served is parked by its budget, not
+/// returned to the broker again and again.
+fn check_retry_budgets(
+    amqp: &AmqpConfig,
+    provisioners: &[ProvisionerConfig],
+    errors: &mut Vec<ConfigError>,
+) {
+    let limit = amqp.hold_limit();
+    for prov in provisioners {
+        if prov.retry.max_elapsed >= limit {
+            errors.push(ConfigError {
+                file: prov.file.clone(),
+                key: "retry.max_elapsed_s".into(),
+                problem: format!(
+                    "{} s does not end before the worker returns a held delivery ({} s: 90 % of [amqp] ack_timeout_s = {} s)",
+                    prov.retry.max_elapsed.as_secs(),
+                    limit.as_secs(),
+                    amqp.ack_timeout.as_secs()
+                ),
+                fix: format!("keep it below {} s", limit.as_secs()),
+            });
+        }
     }
 }
 
@@ -895,15 +992,14 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
             "set e.g. max_attempts = 10",
         );
     }
-    // The broker closes a channel whose delivery stays unacknowledged for 30 minutes.
-    if f.retry.max_elapsed_s > 1500 {
+    if f.retry.probe_first_s == 0 || f.retry.probe_max_s < f.retry.probe_first_s {
         p.add(
-            "retry.max_elapsed_s",
+            "retry.probe_max_s",
             format!(
-                "{} s is too close to the broker's 30-minute acknowledgement timeout",
-                f.retry.max_elapsed_s
+                "probes every {}..{} s: the first wait must be at least 1 s and the longest at least the first",
+                f.retry.probe_first_s, f.retry.probe_max_s
             ),
-            "keep it at 1500 or below",
+            "set e.g. probe_first_s = 5 and probe_max_s = 60",
         );
     }
 
@@ -1002,6 +1098,8 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
             max_elapsed: Duration::from_secs(f.retry.max_elapsed_s),
             initial_backoff: Duration::from_millis(f.retry.initial_backoff_ms),
             max_backoff: Duration::from_secs(f.retry.max_backoff_s),
+            probe_first: Duration::from_secs(f.retry.probe_first_s),
+            probe_max: Duration::from_secs(f.retry.probe_max_s),
         },
         kind,
     };

@@ -16,8 +16,8 @@ use crate::target::{
     TargetError, TargetResult,
 };
 
-pub mod breaker;
 pub mod cache;
+pub mod health;
 pub mod pace;
 pub mod retry;
 
@@ -76,6 +76,9 @@ impl ApplyError {
 pub trait Provisioner: Send + Sync {
     fn name(&self) -> &str;
     async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError>;
+    /// Asks the target whether it answers, changing nothing (see
+    /// [`TargetApi::probe`]): used while it is down.
+    async fn probe(&self) -> Result<(), TargetError>;
 }
 
 /// Builds the provisioner of a configuration: the kind's target under the engine.
@@ -879,6 +882,10 @@ fn abbreviate(items: &[String]) -> String {
 impl Provisioner for Engine {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn probe(&self) -> Result<(), TargetError> {
+        self.target.probe().await
     }
 
     async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError> {

@@ -18,6 +18,10 @@ pub struct Attempts {
     pub attempts: u32,
     /// Sum of the API calls of every attempt.
     pub api_calls: u32,
+    /// When the first transient failure happened, if one did: the start of
+    /// the window in which other events must have been served for this
+    /// event's failure to count as its own rather than an outage.
+    pub first_transient_failure: Option<Instant>,
 }
 
 /// The wait before attempt `attempt + 1` (attempt counts from 1): a random
@@ -60,6 +64,7 @@ where
     let started = since;
     let mut n = 0;
     let mut api_calls = 0;
+    let mut first_transient_failure = None;
     loop {
         n += 1;
         let result = attempt().await;
@@ -74,9 +79,11 @@ where
                     result,
                     attempts: n,
                     api_calls,
+                    first_transient_failure,
                 }
             }
         };
+        first_transient_failure.get_or_insert_with(Instant::now);
         let wait = backoff(policy, n, err.retry_after());
         let out_of_budget =
             n >= policy.max_attempts || started.elapsed() + wait > policy.max_elapsed;
@@ -85,6 +92,7 @@ where
                 result,
                 attempts: n,
                 api_calls,
+                first_transient_failure,
             };
         }
         on_retry(n, err, wait);
@@ -105,6 +113,8 @@ mod tests {
             max_elapsed: Duration::from_secs(600),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            probe_first: Duration::from_secs(5),
+            probe_max: Duration::from_secs(60),
         }
     }
 
@@ -202,6 +212,8 @@ mod tests {
             max_elapsed: Duration::from_secs(60),
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(10),
+            probe_first: Duration::from_secs(5),
+            probe_max: Duration::from_secs(60),
         };
         let received = Instant::now();
         // The event waited 55 s behind an earlier one of its subject.

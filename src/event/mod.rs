@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 /// LDAP-style attributes: name -> values.
 pub type Attributes = BTreeMap<String, Vec<String>>;
 
-/// Upper bound on the body of one event; larger bodies are invalid, not parsed.
-pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// Default upper bound on the body of one event (`[amqp] max_event_bytes`);
+/// larger bodies are invalid, not parsed.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// What an event asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,6 +133,16 @@ fn type_name(v: &Value) -> &'static str {
 
 /// Parses and validates one message body. `message_id` is the AMQP property.
 pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Event, InvalidEvent> {
+    parse_at_most(body, message_id, MAX_EVENT_BYTES)
+}
+
+/// [`parse`] with another size limit: a body longer than `max_bytes` is
+/// invalid without being read.
+pub fn parse_at_most(
+    body: &[u8],
+    message_id: Option<&str>,
+    max_bytes: usize,
+) -> Result<Event, InvalidEvent> {
     let fallback_id = || {
         message_id
             .filter(|m| !m.is_empty())
@@ -140,11 +151,11 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Event, InvalidEven
     };
     let invalid = |id: String, reason: String| InvalidEvent { reason, id };
 
-    if body.len() > MAX_EVENT_BYTES {
+    if body.len() > max_bytes {
         return Err(invalid(
             fallback_id(),
             format!(
-                "body is {} bytes, more than the limit of {MAX_EVENT_BYTES}",
+                "body is {} bytes, more than the limit of {max_bytes} ([amqp] max_event_bytes)",
                 body.len()
             ),
         ));

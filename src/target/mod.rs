@@ -211,6 +211,19 @@ pub trait TargetApi: Send + Sync {
         Ok(())
     }
 
+    /// A read that shows whether the target answers at all, for probing a
+    /// target that went down; never writes. Any answer counts, "not found"
+    /// included; only a transient failure means it is still down. The
+    /// default looks up an account that nobody has ([`PROBE_MATCH_VALUE`]).
+    async fn probe(&self) -> TargetResult<()> {
+        let ctx = SubjectContext {
+            subject: PROBE_MATCH_VALUE.to_string(),
+            match_value: PROBE_MATCH_VALUE.to_string(),
+            ..SubjectContext::default()
+        };
+        self.lookup_account(&ctx).await.map(|_| ())
+    }
+
     /// How many members one `add_members`/`remove_members` call changes in
     /// one request. The engine sends batches of this size during group syncs
     /// and paces each batch as one call; 1 means no batching.
@@ -218,6 +231,10 @@ pub trait TargetApi: Send + Sync {
         1
     }
 }
+
+/// The match value probes look up: it shows in the target's access log as
+/// the worker asking whether the target is back.
+pub const PROBE_MATCH_VALUE: &str = "provisioner-health-probe";
 
 /// The registry: builds the target of a provisioner from its `kind`.
 pub fn build(config: &ProvisionerConfig, http: HttpClient) -> Arc<dyn TargetApi> {

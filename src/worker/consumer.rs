@@ -1,17 +1,29 @@
 //! One provisioner's consumer: a session per broker connection, reconnecting
-//! with backoff. Inside a session, one `select!` over shutdown, finished
-//! events and new deliveries. This loop is the only place that acknowledges.
+//! with backoff. Inside a session, one `select!` over shutdown, the target
+//! going down, finished events, the hold limit and new deliveries. This loop
+//! is the only place that acknowledges.
+//!
+//! Every delivery ends one of three ways: acknowledged after its effect,
+//! parked in the dead-letter queue and then acknowledged, or returned to the
+//! broker unacknowledged. It is returned when the target is down (the session
+//! ends and the connection's close hands everything back, in order) and when
+//! it has waited so long that the broker's acknowledgement timeout nears.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
-use lapin::Channel;
-use tokio::sync::broadcast;
+use lapin::{Channel, Connection};
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,19 +31,14 @@ use tracing::Instrument;
 
 use super::order::{locks_of, OrderedQueue};
 use super::{OutcomeRecord, Verdict};
-use crate::amqp::{self, AmqpError, DeadLetter};
+use crate::amqp::{self, headers, AmqpError, DeadLetter, ParkForm};
+use crate::bounded;
 use crate::config::{AmqpConfig, ProvisionerConfig};
-use crate::engine::breaker::CircuitBreaker;
+use crate::engine::health::TargetHealth;
 use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::{ApplyError, OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
 use crate::target::TargetError;
-
-/// Longest time an event may take from receipt to settlement. RabbitMQ closes
-/// a channel whose delivery stays unacknowledged for 30 minutes (its default
-/// `consumer_timeout`), which would return the event to the queue to start
-/// over, forever; an event still unfinished after this is parked instead.
-pub const EVENT_DEADLINE: Duration = Duration::from_secs(25 * 60);
 
 #[derive(Clone)]
 pub(super) struct ConsumerContext {
@@ -44,29 +51,154 @@ pub(super) struct ConsumerContext {
     pub provisioner: Arc<dyn Provisioner>,
     pub outcomes: broadcast::Sender<OutcomeRecord>,
     /// Lives across sessions: a broker reconnect says nothing about the target.
-    pub breaker: Arc<CircuitBreaker>,
+    pub health: Arc<TargetHealth>,
+    /// Lives across sessions too: which dead letters the broker refused.
+    pub refused_parks: Arc<RefusedParks>,
+}
+
+/// Bodies whose dead letter the broker refused once (for instance by closing
+/// the connection over a header frame too large). The refused delivery comes
+/// back after the reconnect and is then parked in reduced form, instead of
+/// failing the same way in a reconnect loop.
+pub(super) struct RefusedParks(Mutex<LruCache<[u8; 32], ()>>);
+
+impl RefusedParks {
+    pub fn new() -> Self {
+        RefusedParks(Mutex::new(LruCache::new(
+            NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+        )))
+    }
+
+    fn key(body: &[u8]) -> [u8; 32] {
+        Sha256::digest(body).into()
+    }
+
+    fn refused(&self, body: &[u8]) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&Self::key(body))
+    }
+
+    fn remember(&self, body: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(Self::key(body), ());
+    }
 }
 
 enum SessionEnd {
     Shutdown,
     Lost(String),
+    /// The target is down: everything held went back to the broker.
+    TargetDown,
 }
 
-/// A delivery accepted for processing.
+/// A delivery accepted for processing. The event is parsed once and shared
+/// with its task; the body stays for parking.
 struct Pending {
     delivery: Delivery,
-    event: Event,
+    event: Arc<Event>,
     received: Instant,
+}
+
+/// How an event's task ended.
+#[derive(Debug)]
+enum Finished {
+    Attempted(Attempts),
+    /// Still unfinished at the hold limit, and cancelled there.
+    Overran {
+        first_transient_failure: Option<Instant>,
+    },
+}
+
+/// What to do with a finished event's delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Settlement {
+    Ack {
+        verdict: Verdict,
+        detail: String,
+    },
+    Park {
+        reason: String,
+    },
+    /// Not the event's fault: the target does not answer anyone. The
+    /// delivery goes back to the broker, with everything else held.
+    Return {
+        reason: String,
+    },
+}
+
+/// The decision, in one place. A transient failure parks an event only when
+/// another event was served after this one began failing: then the failure
+/// is this event's own. Otherwise the target is taken for down, and an
+/// outage, however long, parks nothing.
+fn decide(
+    finished: &Finished,
+    served_since: impl Fn(Instant) -> bool,
+    hold_limit: Duration,
+) -> Settlement {
+    let attempts = match finished {
+        Finished::Overran {
+            first_transient_failure: Some(t),
+        } if !served_since(*t) => {
+            return Settlement::Return {
+                reason: format!(
+                    "an event failed for {} s while no other event was served",
+                    hold_limit.as_secs()
+                ),
+            }
+        }
+        Finished::Overran { .. } => {
+            return Settlement::Park {
+                reason: format!(
+                    "not applied within {} s of its receipt, 90 % of the broker's acknowledgement timeout ([amqp] ack_timeout_s): the broker would take it back and hand it out again, forever. Raise the broker's consumer_timeout and ack_timeout_s, or make the event smaller",
+                    hold_limit.as_secs()
+                ),
+            }
+        }
+        Finished::Attempted(a) => a,
+    };
+    match &attempts.result {
+        Ok(outcome) => Settlement::Ack {
+            verdict: match outcome.status {
+                OutcomeStatus::Applied => Verdict::Applied,
+                OutcomeStatus::Ignored => Verdict::Ignored,
+            },
+            detail: outcome.detail.clone(),
+        },
+        Err(e) if !e.is_transient() => Settlement::Park {
+            reason: format!("permanent failure: {e}"),
+        },
+        Err(e) => match attempts.first_transient_failure {
+            Some(t) if served_since(t) => Settlement::Park {
+                reason: format!(
+                    "retry budget exhausted after {} attempt(s) while the target served other events: {e}",
+                    attempts.attempts
+                ),
+            },
+            _ => Settlement::Return {
+                reason: format!(
+                    "retry budget exhausted after {} attempt(s) while no other event was served: {}",
+                    attempts.attempts,
+                    bounded::detail(&e.to_string())
+                ),
+            },
+        },
+    }
 }
 
 /// The events being applied: their tasks, and their deliveries kept here, in
 /// the loop, so that even a task that panics leaves its delivery settleable.
 #[derive(Default)]
 struct InFlight {
-    tasks: JoinSet<(u64, Attempts)>,
+    tasks: JoinSet<(u64, Finished)>,
     deliveries: HashMap<u64, Pending>,
     tickets: HashMap<tokio::task::Id, u64>,
 }
+
+type Joined = Result<(tokio::task::Id, (u64, Finished)), tokio::task::JoinError>;
 
 impl InFlight {
     fn is_empty(&self) -> bool {
@@ -79,24 +211,32 @@ impl InFlight {
 
     /// The next finished event. A task that panicked becomes a permanent
     /// failure of its event (parked with the reason), not a stuck subject.
-    async fn next(&mut self) -> Option<(u64, Pending, Attempts)> {
+    async fn next(&mut self) -> Option<(u64, Pending, Finished)> {
         loop {
-            let (id, ticket_attempts) = match self.tasks.join_next_with_id().await? {
-                Ok((id, done)) => (id, Some(done)),
-                Err(e) => {
-                    tracing::error!(error = %e, "an event task panicked; its event is parked");
-                    (e.id(), None)
-                }
-            };
-            let Some(ticket) = self.tickets.remove(&id) else {
-                continue;
-            };
-            let Some(pending) = self.deliveries.remove(&ticket) else {
-                continue;
-            };
-            let attempts = match ticket_attempts {
-                Some((_, attempts)) => attempts,
-                None => Attempts {
+            let joined = self.tasks.join_next_with_id().await?;
+            if let Some(done) = self.claim(joined) {
+                return Some(done);
+            }
+        }
+    }
+
+    /// A finished event, if one is finished already.
+    fn try_next(&mut self) -> Option<(u64, Pending, Finished)> {
+        loop {
+            let joined = self.tasks.try_join_next_with_id()?;
+            if let Some(done) = self.claim(joined) {
+                return Some(done);
+            }
+        }
+    }
+
+    fn claim(&mut self, joined: Joined) -> Option<(u64, Pending, Finished)> {
+        let (id, finished) = match joined {
+            Ok((id, (_, finished))) => (id, finished),
+            Err(e) if e.is_cancelled() => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "an event task panicked; its event is parked");
+                let finished = Finished::Attempted(Attempts {
                     result: Err(ApplyError {
                         error: TargetError::permanent(
                             "the worker failed internally while applying this event (a bug: please report it with this event)",
@@ -105,10 +245,14 @@ impl InFlight {
                     }),
                     attempts: 1,
                     api_calls: 0,
-                },
-            };
-            return Some((ticket, pending, attempts));
-        }
+                    first_transient_failure: None,
+                });
+                (e.id(), finished)
+            }
+        };
+        let ticket = self.tickets.remove(&id)?;
+        let pending = self.deliveries.remove(&ticket)?;
+        Some((ticket, pending, finished))
     }
 
     fn abort_all(&mut self) {
@@ -116,7 +260,8 @@ impl InFlight {
     }
 }
 
-/// Consumes until `shutdown`, reconnecting whenever the broker goes away.
+/// Consumes until `shutdown`, reconnecting whenever the broker goes away and
+/// staying away from the broker while the target is down.
 pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
     let first_backoff = Duration::from_millis(200);
     let mut backoff = first_backoff;
@@ -124,10 +269,20 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         if shutdown.is_cancelled() {
             return;
         }
+        if !ctx.health.is_up() {
+            tracing::info!(queue = %ctx.queue, "target down: not consuming until it answers again");
+            let mut up = ctx.health.subscribe();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = up.wait_for(|up| *up) => {}
+            }
+            continue;
+        }
         let started = Instant::now();
         let end = session(&ctx, &shutdown).await;
         let reason = match end {
             Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::TargetDown) => continue,
             Ok(SessionEnd::Lost(reason)) => reason,
             Err(e) => e.to_string(),
         };
@@ -137,7 +292,7 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         tracing::warn!(
             queue = %ctx.queue,
             retry_in_ms = backoff.as_millis() as u64,
-            %reason,
+            reason = %bounded::detail(&reason),
             "broker connection lost or unavailable; reconnecting"
         );
         tokio::select! {
@@ -146,6 +301,19 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         }
         backoff = (backoff * 2).min(ctx.amqp.reconnect_max);
     }
+}
+
+/// Resolves once the target is down.
+async fn until_down(up: &mut watch::Receiver<bool>) {
+    if up.wait_for(|up| !*up).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The broker objects a session parks through.
+struct Broker<'a> {
+    conn: &'a Connection,
+    channel: &'a Channel,
 }
 
 async fn session(
@@ -161,6 +329,7 @@ async fn session(
         .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
         .await?;
     amqp::declare(&conn, &ctx.topology).await?;
+    let mut up = ctx.health.subscribe();
     let mut consumer = channel
         .basic_consume(
             ctx.queue.as_str().into(),
@@ -170,29 +339,57 @@ async fn session(
         )
         .await?;
     tracing::info!(queue = %ctx.queue, "consuming");
+    let broker = Broker {
+        conn: &conn,
+        channel: &channel,
+    };
+    let hold_limit = ctx.amqp.hold_limit();
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
     let mut running = InFlight::default();
     let end = loop {
+        let hold_ends = queue.waiting().next().map(|p| p.received + hold_limit);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                drain(ctx, &channel, &mut queue, &mut running).await;
+                drain(ctx, &broker, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
-            Some((ticket, pending, attempts)) = running.next(), if !running.is_empty() => {
+            _ = until_down(&mut up) => {
+                // What has finished already is settled; the rest goes back.
+                while let Some((ticket, pending, finished)) = running.try_next() {
+                    queue.finish(ticket);
+                    if let Err(e) = settle(ctx, &broker, pending, finished).await {
+                        tracing::warn!(error = %e, "could not settle an event; it goes back to the queue");
+                        break;
+                    }
+                }
+                tracing::warn!(
+                    held = queue.len(),
+                    "target down: every held delivery goes back to the queue"
+                );
+                break SessionEnd::TargetDown;
+            }
+            Some((ticket, pending, finished)) = running.next(), if !running.is_empty() => {
                 queue.finish(ticket);
-                if let Err(e) = settle(ctx, &channel, pending, attempts).await {
-                    break SessionEnd::Lost(e.to_string());
+                match settle(ctx, &broker, pending, finished).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        ctx.health.mark_down(reason);
+                        break SessionEnd::TargetDown;
+                    }
+                    Err(e) => break SessionEnd::Lost(e.to_string()),
                 }
                 start_ready(ctx, &mut queue, &mut running);
             }
-            _ = breaker_reopens(&ctx.breaker), if !queue.is_empty() => {
-                start_ready(ctx, &mut queue, &mut running);
+            _ = sleep_until_some(hold_ends), if hold_ends.is_some() => {
+                if let Err(e) = return_waiting(&mut queue, hold_limit).await {
+                    break SessionEnd::Lost(e.to_string());
+                }
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    if let Err(e) = accept(ctx, &channel, &mut queue, delivery).await {
+                    if let Err(e) = accept(ctx, &broker, &mut queue, delivery).await {
                         break SessionEnd::Lost(e.to_string());
                     }
                     start_ready(ctx, &mut queue, &mut running);
@@ -202,18 +399,57 @@ async fn session(
             },
         }
     };
-    // Anything unfinished was not acknowledged: the broker requeues it when the
-    // channel closes, and it is applied again (idempotently) later.
+    // Anything unfinished was not acknowledged: the broker requeues it, in
+    // its order, when the connection closes, and it is applied again
+    // (idempotently) later.
     running.abort_all();
     // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
 }
 
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands every waiting (not started) delivery back to the broker before its
+/// acknowledgement timeout: they have waited behind running events for as
+/// long as the worker may hold a delivery. Order holds, because every running
+/// event of a subject comes before its waiting ones, and the broker puts
+/// requeued messages back in their places.
+async fn return_waiting(
+    queue: &mut OrderedQueue<Pending>,
+    hold_limit: Duration,
+) -> Result<(), AmqpError> {
+    let waiting = queue.take_waiting();
+    tracing::warn!(
+        returned = waiting.len(),
+        held_s = hold_limit.as_secs(),
+        "events waited behind running ones for as long as a delivery may be held; returned to the queue"
+    );
+    for pending in waiting {
+        let returned = pending
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await?;
+        if !returned {
+            return Err(AmqpError::ChannelGone);
+        }
+    }
+    Ok(())
+}
+
 /// Parses a delivery: an invalid event is parked at once; a valid one queued.
 async fn accept(
     ctx: &ConsumerContext,
-    channel: &Channel,
+    broker: &Broker<'_>,
     queue: &mut OrderedQueue<Pending>,
     delivery: Delivery,
 ) -> Result<(), AmqpError> {
@@ -223,13 +459,24 @@ async fn accept(
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_string());
-    match event::parse(&delivery.data, message_id.as_deref()) {
-        Ok(event) => {
+    match event::parse_at_most(
+        &delivery.data,
+        message_id.as_deref(),
+        ctx.amqp.max_event_bytes,
+    ) {
+        Ok(mut event) => {
+            if amqp::header_true(&delivery.properties, headers::ALLOW_REMOVALS) {
+                tracing::warn!(
+                    event_id = %bounded::label(&event.id),
+                    "re-queued by an operator with --allow-removals: the mass-deprovision guard is off for this event"
+                );
+                event.allow_removals = true;
+            }
             queue.push(
                 locks_of(&event),
                 Pending {
                     delivery,
-                    event,
+                    event: Arc::new(event),
                     received,
                 },
             );
@@ -243,25 +490,18 @@ async fn accept(
                 reason: invalid.to_string(),
                 attempts: 1,
             };
-            amqp::park(
-                channel,
-                &ctx.config.dead_letter_queue(),
-                &delivery.data,
-                &delivery.properties,
-                &letter,
-            )
-            .await?;
+            park(ctx, broker, &delivery, &letter).await?;
             ack(&delivery).await?;
             report(
                 ctx,
                 OutcomeRecord {
                     provisioner: ctx.config.name.clone(),
-                    event_id: invalid.id,
+                    event_id: bounded::label(&invalid.id).into_owned(),
                     action: None,
                     group: None,
                     subject: None,
                     verdict: Verdict::DeadLettered,
-                    detail: invalid.reason,
+                    detail: bounded::detail(&invalid.reason).into_owned(),
                     attempts: 1,
                     api_calls: 0,
                     duration: received.elapsed(),
@@ -273,64 +513,95 @@ async fn accept(
     }
 }
 
-/// Resolves when an open circuit breaker lets a probe through; never while closed.
-async fn breaker_reopens(breaker: &CircuitBreaker) {
-    match breaker.reopens_at() {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// Parks a delivery's body in the dead-letter queue. A dead-letter queue that
+/// has gone (the park comes back unroutable) is declared again and the park
+/// retried once; a park the broker refused before goes in reduced form.
+async fn park(
+    ctx: &ConsumerContext,
+    broker: &Broker<'_>,
+    delivery: &Delivery,
+    letter: &DeadLetter,
+) -> Result<(), AmqpError> {
+    let form = if ctx.refused_parks.refused(&delivery.data) {
+        tracing::warn!(
+            event_id = %bounded::label(&letter.event_id),
+            "the broker refused this dead letter before; parking it without the original headers"
+        );
+        ParkForm::Reduced
+    } else {
+        ParkForm::Full
+    };
+    let dead_letter_queue = ctx.config.dead_letter_queue();
+    let attempt = |form| {
+        amqp::park(
+            broker.channel,
+            &dead_letter_queue,
+            &delivery.data,
+            &delivery.properties,
+            letter,
+            form,
+        )
+    };
+    let parked = match attempt(form).await {
+        Err(AmqpError::Unroutable(_)) => {
+            tracing::warn!(
+                queue = %dead_letter_queue,
+                "the dead-letter queue is missing; declaring the topology again"
+            );
+            amqp::declare(broker.conn, &ctx.topology).await?;
+            attempt(form).await
+        }
+        other => other,
+    };
+    if parked.is_err() {
+        ctx.refused_parks.remember(&delivery.data);
     }
+    parked
 }
 
 fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut InFlight) {
-    let free = ctx.config.concurrency.saturating_sub(queue.running());
-    let admitted = ctx.breaker.admit(free);
-    let ready = queue.start_ready(queue.running() + admitted);
-    ctx.breaker.started(ready.len());
+    let ready = queue.start_ready(ctx.config.concurrency);
     for (ticket, pending) in ready {
         let provisioner = ctx.provisioner.clone();
-        let breaker = ctx.breaker.clone();
+        let health = ctx.health.clone();
         let policy = ctx.config.retry.clone();
         let span = tracing::info_span!(
             "event",
-            id = %pending.event.id,
+            id = %bounded::label(&pending.event.id),
             action = %pending.event.action,
-            subject = %pending.event.subject_label(),
+            subject = %bounded::label(&pending.event.subject_label()),
         );
         let event = pending.event.clone();
         let received = pending.received;
+        let hold_ends = received + ctx.amqp.hold_limit();
         let handle = running.tasks.spawn(
             async move {
-                let event = &event;
+                let first_failure = OnceLock::new();
                 let retried = with_retries(
                     &policy,
                     received,
-                    || provisioner.apply(event),
+                    || provisioner.apply(&event),
                     |attempt, error, wait| {
-                        breaker.record(true);
+                        let _ = first_failure.set(Instant::now());
+                        health.record_attempt(true);
                         tracing::warn!(
                             attempt,
                             retry_in_ms = wait.as_millis() as u64,
-                            %error,
+                            error = %bounded::detail(&error.to_string()),
                             "transient failure; retrying"
                         );
                     },
                 );
-                let attempts = match tokio::time::timeout_at(received + EVENT_DEADLINE, retried).await {
-                    Ok(attempts) => attempts,
-                    Err(_) => Attempts {
-                        result: Err(ApplyError {
-                            error: TargetError::permanent(format!(
-                                "not applied within {} minutes of its receipt; parked before the broker's acknowledgement timeout would return it to the queue",
-                                EVENT_DEADLINE.as_secs() / 60
-                            )),
-                            api_calls: 0,
-                        }),
-                        attempts: 1,
-                        api_calls: 0,
+                let finished = match tokio::time::timeout_at(hold_ends, retried).await {
+                    Ok(attempts) => {
+                        record_end(&health, &attempts);
+                        Finished::Attempted(attempts)
+                    }
+                    Err(_) => Finished::Overran {
+                        first_transient_failure: first_failure.get().copied(),
                     },
                 };
-                breaker.record(attempts.result.as_ref().is_err_and(|e| e.is_transient()));
-                (ticket, attempts)
+                (ticket, finished)
             }
             .instrument(span),
         );
@@ -339,48 +610,65 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
     }
 }
 
-/// Acknowledges an applied event, or parks a failed one then acknowledges it.
+/// Tells the target's health how an event's last attempt went.
+fn record_end(health: &TargetHealth, attempts: &Attempts) {
+    match &attempts.result {
+        Ok(outcome) => {
+            health.record_attempt(false);
+            if outcome.api_calls > 0 {
+                health.served();
+            }
+        }
+        Err(e) if e.is_transient() => health.record_attempt(true),
+        Err(e) => {
+            health.record_attempt(false);
+            // Refused with an answer: the target is there and serving.
+            if e.error.status.is_some() {
+                health.served();
+            }
+        }
+    }
+}
+
+/// Acknowledges an applied event, or parks a failed one then acknowledges
+/// it. Returns the reason when the event must go back to the broker instead
+/// (left unacknowledged: the target is down).
 async fn settle(
     ctx: &ConsumerContext,
-    channel: &Channel,
+    broker: &Broker<'_>,
     pending: Pending,
-    attempts: Attempts,
-) -> Result<(), AmqpError> {
+    finished: Finished,
+) -> Result<Option<String>, AmqpError> {
     let Pending {
         delivery,
         event,
         received,
     } = pending;
-    let (verdict, detail) = match attempts.result {
-        Ok(outcome) => {
-            let verdict = match outcome.status {
-                OutcomeStatus::Applied => Verdict::Applied,
-                OutcomeStatus::Ignored => Verdict::Ignored,
-            };
-            (verdict, outcome.detail)
+    let hold_limit = ctx.amqp.hold_limit();
+    let settlement = decide(&finished, |t| ctx.health.served_since(t), hold_limit);
+    let (attempts, api_calls) = match &finished {
+        Finished::Attempted(a) => (a.attempts, a.api_calls),
+        Finished::Overran { .. } => (0, 0),
+    };
+    let (verdict, detail) = match settlement {
+        Settlement::Return { reason } => {
+            tracing::warn!(
+                event_id = %bounded::label(&event.id),
+                reason = %bounded::detail(&reason),
+                "not the event's failure: the target is taken for down and the event goes back to the queue"
+            );
+            return Ok(Some(reason));
         }
-        Err(error) => {
-            let class = if error.is_transient() {
-                "retry budget exhausted"
-            } else {
-                "permanent failure"
-            };
-            let reason = format!("{class}: {error}");
+        Settlement::Ack { verdict, detail } => (verdict, detail),
+        Settlement::Park { reason } => {
             let letter = DeadLetter {
                 provisioner: ctx.config.name.clone(),
                 queue: ctx.queue.clone(),
                 event_id: event.id.clone(),
                 reason: reason.clone(),
-                attempts: attempts.attempts,
+                attempts,
             };
-            amqp::park(
-                channel,
-                &ctx.config.dead_letter_queue(),
-                &delivery.data,
-                &delivery.properties,
-                &letter,
-            )
-            .await?;
+            park(ctx, broker, &delivery, &letter).await?;
             (Verdict::DeadLettered, reason)
         }
     };
@@ -389,19 +677,19 @@ async fn settle(
         ctx,
         OutcomeRecord {
             provisioner: ctx.config.name.clone(),
-            event_id: event.id.clone(),
+            event_id: bounded::label(&event.id).into_owned(),
             action: Some(event.action.to_string()),
-            group: Some(event.group.clone()),
-            subject: Some(event.subject_label()),
+            group: Some(bounded::label(&event.group).into_owned()),
+            subject: Some(bounded::label(&event.subject_label()).into_owned()),
             verdict,
-            detail,
-            attempts: attempts.attempts,
-            api_calls: attempts.api_calls,
+            detail: bounded::detail(&detail).into_owned(),
+            attempts,
+            api_calls,
             duration: received.elapsed(),
             redelivered: delivery.redelivered,
         },
     );
-    Ok(())
+    Ok(None)
 }
 
 async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
@@ -417,7 +705,7 @@ async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
 /// period; what has not started returns to the queue with the connection.
 async fn drain(
     ctx: &ConsumerContext,
-    channel: &Channel,
+    broker: &Broker<'_>,
     queue: &mut OrderedQueue<Pending>,
     running: &mut InFlight,
 ) {
@@ -434,10 +722,17 @@ async fn drain(
     );
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.next()).await {
-            Ok(Some((ticket, pending, attempts))) => {
+            Ok(Some((ticket, pending, finished))) => {
                 queue.finish(ticket);
-                if let Err(e) = settle(ctx, channel, pending, attempts).await {
-                    tracing::warn!(error = %e, "could not settle an event while draining; it stays queued");
+                match settle(ctx, broker, pending, finished).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        tracing::info!("an event goes back to the queue: the target is down")
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "could not settle an event while draining; it stays queued"
+                    ),
                 }
             }
             Ok(None) => break,
@@ -453,6 +748,7 @@ async fn drain(
     }
 }
 
+/// Logs an outcome (one line, every field bounded) and broadcasts it.
 fn report(ctx: &ConsumerContext, record: OutcomeRecord) {
     tracing::info!(
         event_id = %record.event_id,
@@ -469,4 +765,96 @@ fn report(ctx: &ConsumerContext, record: OutcomeRecord) {
     );
     // No receiver is fine: observers are optional.
     let _ = ctx.outcomes.send(record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Outcome;
+
+    fn attempted(result: Result<Outcome, ApplyError>, first: Option<Instant>) -> Finished {
+        Finished::Attempted(Attempts {
+            result,
+            attempts: 3,
+            api_calls: 3,
+            first_transient_failure: first,
+        })
+    }
+
+    fn transient() -> Result<Outcome, ApplyError> {
+        Err(ApplyError {
+            error: TargetError::transient("503"),
+            api_calls: 1,
+        })
+    }
+
+    #[test]
+    fn only_a_failure_while_others_are_served_parks_an_event() {
+        let t = Instant::now();
+        let hold = Duration::from_secs(1620);
+        let served = |_| true;
+        let not_served = |_| false;
+        let applied = Ok(Outcome {
+            status: OutcomeStatus::Applied,
+            detail: "updated 7".into(),
+            api_calls: 2,
+        });
+        let permanent = Err(ApplyError {
+            error: TargetError::permanent("400"),
+            api_calls: 1,
+        });
+        let kind = |s: &Settlement| match s {
+            Settlement::Ack { .. } => "ack",
+            Settlement::Park { .. } => "park",
+            Settlement::Return { .. } => "return",
+        };
+        let cases: Vec<(&str, Finished, bool, &str)> = vec![
+            ("applied", attempted(applied, None), false, "ack"),
+            ("permanent", attempted(permanent, None), false, "park"),
+            (
+                "budget out, others served",
+                attempted(transient(), Some(t)),
+                true,
+                "park",
+            ),
+            (
+                "budget out, nothing served",
+                attempted(transient(), Some(t)),
+                false,
+                "return",
+            ),
+            (
+                "overran while failing, nothing served",
+                Finished::Overran {
+                    first_transient_failure: Some(t),
+                },
+                false,
+                "return",
+            ),
+            (
+                "overran while failing, others served",
+                Finished::Overran {
+                    first_transient_failure: Some(t),
+                },
+                true,
+                "park",
+            ),
+            (
+                "overran while working",
+                Finished::Overran {
+                    first_transient_failure: None,
+                },
+                false,
+                "park",
+            ),
+        ];
+        for (name, finished, others_served, want) in cases {
+            let got = if others_served {
+                decide(&finished, served, hold)
+            } else {
+                decide(&finished, not_served, hold)
+            };
+            assert_eq!(kind(&got), want, "{name}: {got:?}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProvisionerConfig};
-use crate::engine::breaker::{BreakerPolicy, CircuitBreaker};
+use crate::engine::health::{HealthPolicy, TargetHealth};
 use crate::engine::Provisioner;
 
 mod consumer;
@@ -110,7 +110,21 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         for (config, provisioner) in self.provisioners {
-            let breaker = Arc::new(CircuitBreaker::new(BreakerPolicy::default()));
+            let health = Arc::new(TargetHealth::new(HealthPolicy {
+                first_probe: config.retry.probe_first,
+                max_probe_interval: config.retry.probe_max,
+                ..HealthPolicy::default()
+            }));
+            let span = tracing::info_span!("prober", provisioner = %config.name);
+            tasks.spawn(tracing::Instrument::instrument(
+                probe_while_down(
+                    health.clone(),
+                    provisioner.clone(),
+                    probe_timeout(&config),
+                    shutdown.clone(),
+                ),
+                span,
+            ));
             let topology = crate::amqp::Topology::of(&config, &self.config.amqp);
             for queue in topology.consumed() {
                 let ctx = consumer::ConsumerContext {
@@ -121,7 +135,8 @@ impl Worker {
                     queue: queue.clone(),
                     provisioner: provisioner.clone(),
                     outcomes: self.outcomes.clone(),
-                    breaker: breaker.clone(),
+                    health: health.clone(),
+                    refused_parks: Arc::new(consumer::RefusedParks::new()),
                 };
                 let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
                 let stop = shutdown.clone();
@@ -152,6 +167,53 @@ async fn supervise(ctx: consumer::ConsumerContext, shutdown: CancellationToken) 
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }
+            }
+        }
+    }
+}
+
+/// A probe is one read, but through the auth layer (a token fetch) and
+/// failover: give it a few call timeouts.
+fn probe_timeout(config: &ProvisionerConfig) -> Duration {
+    config.timeout * 3
+}
+
+/// While the target is down, asks it at growing intervals whether it
+/// answers; the first answer brings the provisioner's consumers back. Each
+/// probe runs as its own task holding the probe slot, so an aborted or
+/// panicking probe frees the slot and probing goes on.
+async fn probe_while_down(
+    health: Arc<TargetHealth>,
+    provisioner: Arc<dyn Provisioner>,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut up = health.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = up.wait_for(|up| !*up) => if changed.is_err() { return },
+        }
+        while let Some(at) = health.next_probe_at() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let Some(guard) = health.begin_probe() else {
+                continue;
+            };
+            let provisioner = provisioner.clone();
+            let probe = tokio::spawn(async move {
+                match tokio::time::timeout(timeout, provisioner.probe()).await {
+                    Ok(Ok(())) => guard.answered(),
+                    // Refused with an answer is still an answer.
+                    Ok(Err(e)) if !e.is_transient() => guard.answered(),
+                    Ok(Err(e)) => guard.failed(crate::bounded::detail(&e.to_string())),
+                    Err(_) => guard.failed(format!("no answer within {} s", timeout.as_secs())),
+                }
+            });
+            if let Err(e) = probe.await {
+                tracing::error!(error = %e, "a probe task ended abnormally; probing goes on");
             }
         }
     }

@@ -126,6 +126,26 @@ impl<T> OrderedQueue<T> {
         self.running
     }
 
+    /// The items not started yet, oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| e.item.as_ref())
+    }
+
+    /// Removes every item not started yet, oldest first. Safe for order:
+    /// an item waits only behind earlier conflicting ones, so every running
+    /// item comes before every waiting item of the same subject or group.
+    pub fn take_waiting(&mut self) -> Vec<T> {
+        let mut taken = Vec::new();
+        self.entries.retain_mut(|e| match e.item.take() {
+            Some(item) => {
+                taken.push(item);
+                false
+            }
+            None => true,
+        });
+        taken
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -222,6 +242,25 @@ mod tests {
         q.finish(1);
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
         assert_eq!(started, vec!["b1"]);
+    }
+
+    #[test]
+    fn taking_the_waiting_items_leaves_the_running_ones_and_their_locks() {
+        let mut q = OrderedQueue::default();
+        q.push(one("a", "g"), "a1");
+        q.push(one("a", "g"), "a2");
+        q.push(one("b", "g"), "b1");
+        let started: Vec<_> = q.start_ready(1).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a1"]);
+        assert_eq!(q.waiting().copied().collect::<Vec<_>>(), vec!["a2", "b1"]);
+        assert_eq!(q.take_waiting(), vec!["a2", "b1"]);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.running(), 1);
+        q.push(one("a", "g"), "a2 again");
+        assert!(q.start_ready(8).is_empty(), "a1 still holds subject a");
+        q.finish(0);
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a2 again"]);
     }
 
     #[test]

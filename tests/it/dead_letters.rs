@@ -84,3 +84,58 @@ async fn parked_events_are_listed_with_reasons_and_requeued_after_a_fix() {
     assert_eq!(parked.len(), 1, "only the invalid event is parked again");
     h.cleanup().await;
 }
+
+/// `requeue` declares where it sends letters and removes a letter only once
+/// the broker has routed it: with the provisioner's queue deleted, nothing
+/// is lost. `--event-id` picks one letter; the others stay, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_declares_the_queue_it_sends_to_and_never_drops_a_letter() {
+    let _broker = shared().await;
+    let mock = MockTarget::start().await.unwrap();
+    let queue = unique("dlq");
+    let text = example_provisioner(&mock.url(), &queue, "name = \"dlq\"");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dlq.toml"), &text).unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = [\"dlq.toml\"]\n",
+    )
+    .unwrap();
+    let mut h = Harness::start_with(mock, queue.clone(), &text).await;
+    for id in ["e1", "e2", "e3"] {
+        h.publish_raw(format!("{{\"id\": \"{id}\", \"action\": \"add\"}}").as_bytes())
+            .await;
+    }
+    assert_eq!(h.outcomes(3).await.len(), 3);
+    // The worker stops and the queue is deleted: a requeue must not send the
+    // letters into nowhere.
+    h.stop().await;
+    h.channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+
+    let (ok, out) = cli(
+        dir.path(),
+        &[
+            "dead-letters",
+            "requeue",
+            "--provisioner",
+            "dlq",
+            "--event-id",
+            "e2",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("re-queued 1 event(s)"), "{out}");
+    let back = take_all(&h.channel, &queue).await;
+    assert_eq!(back.len(), 1, "the queue was declared and holds the letter");
+    assert!(back[0].0.contains("\"e2\""), "{}", back[0].0);
+    let left: Vec<String> = h.dead_letters().await.into_iter().map(|(b, _)| b).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left[0].contains("e1") && left[1].contains("e3"),
+        "order kept: {left:?}"
+    );
+    h.cleanup().await;
+}

@@ -186,6 +186,10 @@ impl provisioner::engine::Provisioner for PanickyProvisioner {
         }
         self.inner.apply(event).await
     }
+
+    async fn probe(&self) -> Result<(), provisioner::target::TargetError> {
+        self.inner.probe().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,4 +268,121 @@ async fn a_panic_while_applying_parks_that_event_and_the_subject_goes_on() {
     for q in [queue.clone(), format!("{queue}.dead")] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
+}
+
+/// A poison message: an invalid event whose `id` is 200 KB. Its dead letter
+/// carries the id clipped (a prefix and a hash), so the broker takes it;
+/// before, the header frame was too large, the broker closed the connection
+/// and the same delivery came back forever, stalling the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_event_with_a_200_kb_id_is_parked_and_the_events_behind_it_apply() {
+    let _broker = shared().await;
+    let mut h = Harness::start("").await;
+    let huge_id = "p".repeat(200 * 1024);
+    h.publish(
+        serde_json::json!({"id": huge_id, "action": "frobnicate", "group": USERS, "subject": "x"}),
+    )
+    .await;
+    for i in 0..5 {
+        h.publish(add(
+            USERS,
+            &format!("after{i}"),
+            &format!("after{i}@example.edu"),
+            "A",
+            "B",
+        ))
+        .await;
+    }
+    let outcomes = h.outcomes(6).await;
+    let poison: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::DeadLettered)
+        .collect();
+    assert_eq!(poison.len(), 1, "{outcomes:#?}");
+    assert!(
+        poison[0].event_id.len() < 400,
+        "the outcome's id is clipped too"
+    );
+    assert_eq!(h.mock.users().len(), 5, "every event behind it applied");
+    let parked = h.dead_letters().await;
+    assert_eq!(parked.len(), 1);
+    let (body, props) = &parked[0];
+    assert!(body.len() > 200 * 1024, "the body is parked unchanged");
+    let id = header_str(props, "x-event-id").unwrap();
+    assert!(
+        id.starts_with("ppp") && id.contains("sha256:"),
+        "{}",
+        &id[..40]
+    );
+    assert!(id.len() < 400, "{} bytes", id.len());
+    assert!(!h.mock.requests().is_empty());
+    h.cleanup().await;
+}
+
+/// The original message's own headers nearly fill the broker's frame: with
+/// the parking headers added the dead letter would not fit, so it is parked
+/// without them, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_whose_original_headers_would_not_fit_is_parked_without_them() {
+    let _broker = shared().await;
+    let mut h = Harness::start("").await;
+    let mut table = lapin::types::FieldTable::default();
+    // 131,072-byte frames: this header leaves a few hundred bytes free.
+    table.insert(
+        "x-trace".into(),
+        lapin::types::AMQPValue::LongString("t".repeat(130_700).into()),
+    );
+    provisioner::amqp::publish_confirmed(
+        &h.channel,
+        &h.queue,
+        b"{\"action\": 1}",
+        lapin::BasicProperties::default().with_headers(table),
+    )
+    .await
+    .unwrap();
+    h.publish(add(USERS, "after", "after@example.edu", "A", "B"))
+        .await;
+    let outcomes = h.outcomes(2).await;
+    assert_eq!(outcomes[0].verdict, Verdict::DeadLettered, "{outcomes:#?}");
+    assert_eq!(outcomes[1].verdict, Verdict::Applied, "{outcomes:#?}");
+    let parked = h.dead_letters().await;
+    assert_eq!(parked.len(), 1);
+    let props = &parked[0].1;
+    assert!(
+        header_str(props, "x-trace").is_none(),
+        "the big header is left out"
+    );
+    let dropped = header_str(props, "x-original-headers-dropped").unwrap();
+    assert!(dropped.contains("too large"), "{dropped}");
+    assert!(header_str(props, "x-error").unwrap().contains("`action`"));
+    h.cleanup().await;
+}
+
+/// Someone deleted the dead-letter queue while the worker runs. A park is
+/// published mandatory: it comes back unroutable, the worker declares its
+/// topology again and parks it there. Before, the park was confirmed into
+/// nowhere and the original acknowledged: the event was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_dead_letter_queue_is_declared_again_and_loses_nothing() {
+    let _broker = shared().await;
+    let mut h = Harness::start("").await;
+    h.publish(add(USERS, "first", "first@example.edu", "F", "F"))
+        .await;
+    assert_eq!(h.outcome().await.verdict, Verdict::Applied);
+    let dead = format!("{}.dead", h.queue);
+    h.channel
+        .queue_delete(dead.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    h.publish_raw(b"{\"action\": \"add\"").await;
+    let o = h.outcome().await;
+    assert_eq!(o.verdict, Verdict::DeadLettered, "{o:?}");
+    let parked = h.dead_letters().await;
+    assert_eq!(
+        parked.len(),
+        1,
+        "the dead letter is in the re-declared queue"
+    );
+    assert_eq!(parked[0].0, "{\"action\": \"add\"");
+    h.cleanup().await;
 }

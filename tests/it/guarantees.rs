@@ -10,9 +10,6 @@
 //! the target accepted for `s`, repeats (redeliveries) aside, must read
 //! exactly 1, 2, .., K.
 
-#[path = "process.rs"]
-mod process;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -30,8 +27,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
+use crate::process::Deployment;
 use crate::support::*;
-use process::Deployment;
 
 // ------------------------------------------------------------------ helpers
 
@@ -154,10 +151,24 @@ async fn wait_all_at(
 /// subject's accepted versions (consecutive repeats aside) are 1..=last:
 /// nothing lost, nothing applied out of order.
 async fn assert_sequences_applied(mock: &MockTarget, subjects: &[String], last: u32) {
+    assert_sequences_applied_after(mock, subjects, last, None).await
+}
+
+/// [`assert_sequences_applied`], for a target that left the requests
+/// received before `hung_until` without an answer on purpose.
+async fn assert_sequences_applied_after(
+    mock: &MockTarget,
+    subjects: &[String],
+    last: u32,
+    hung_until: Option<std::time::Instant>,
+) {
     // The mock changes its state before it records the answer's status: let answers land.
     let answered = mock
         .wait_until(DEADLINE, |m| {
-            m.requests().iter().all(|r| r.status.is_some())
+            m.requests()
+                .iter()
+                .filter(|r| hung_until.is_none_or(|t| r.at > t))
+                .all(|r| r.status.is_some())
         })
         .await;
     assert!(answered, "requests still unanswered");
@@ -502,7 +513,10 @@ async fn a_window_of_500s_is_retried_with_backoff_and_everything_applies_in_orde
     let h =
         Harness::start("retry = { initial_backoff_ms = 20, max_backoff_s = 1, max_attempts = 20 }")
             .await;
-    let failures = 40;
+    // Fewer failures than it takes the breaker to call the target down (10
+    // attempts, 80 % failing): this is about retries of a target that serves
+    // most calls. A target that fails everything is the outage test's.
+    let failures = 6;
     h.mock.fail_next(failures, 500);
     let (subjects, events) = sequences("f", 20, 5);
     let collector = collect_outcomes(&h, events.len(), Duration::from_secs(90));
@@ -1399,4 +1413,165 @@ async fn an_existing_classic_queue_is_consumed_by_a_worker_configured_for_quorum
         log.lines().take(6).collect::<Vec<_>>().join("\n")
     );
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+/// Messages of `queue` delivered and not yet acknowledged, as the broker
+/// counts them.
+async fn unacknowledged(queue: &str) -> u64 {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or_else(|| panic!("queue {queue} not listed: {text}"))
+}
+
+/// 12. An outage longer than the retry budget (4 s) and the acknowledgement
+/// timeout (10 s here), with every broker connection closed in the middle:
+/// while the target hangs the worker gives every delivery back (the broker
+/// counts at most one unacknowledged), keeps probing, and resumes by itself
+/// when the target answers; then every subject ends at its last event, in
+/// order, and nothing was parked. Before, the budget ran out and every held
+/// event was dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_every_budget_parks_nothing_and_holds_nothing() {
+    let _broker = exclusive().await;
+    let mock = MockTarget::start().await.unwrap();
+    let queue = unique("outage");
+    let text = example_provisioner(
+        &mock.url(),
+        &queue,
+        "timeout_s = 1\nretry = { initial_backoff_ms = 100, max_backoff_s = 1, max_elapsed_s = 4, probe_first_s = 1, probe_max_s = 2 }",
+    );
+    let ack_timeout = Duration::from_secs(10);
+    let amqp_cfg = provisioner::config::AmqpConfig {
+        ack_timeout,
+        ..amqp_config()
+    };
+    let h = Harness::start_configured(mock, queue.clone(), &text, amqp_cfg).await;
+    let subjects: Vec<String> = (0..30).map(|i| format!("out{i:02}")).collect();
+    let firsts: Vec<Value> = subjects.iter().map(|s| versioned(s, 1)).collect();
+    publish_pipelined(&h.channel, &h.queue, &json_messages(&firsts)).await;
+    wait_all_at(&h.mock, &subjects, 1, DEADLINE, "before the outage").await;
+
+    // The outage: from now on no call gets an answer.
+    h.mock.hang_next(1_000_000);
+    let seen = h.mock.requests().len();
+    let later: Vec<Value> = (2..=3)
+        .flat_map(|v| subjects.iter().map(move |s| versioned(s, v)))
+        .collect();
+    publish_pipelined(&h.channel, &h.queue, &json_messages(&later)).await;
+    assert!(h.mock.wait_for_requests(seen + 1, DEADLINE).await);
+    let hang_started = Instant::now();
+    rabbitmqctl(&[
+        "close_all_connections",
+        "test: connections closed mid-outage",
+    ])
+    .await;
+
+    let outage = ack_timeout + Duration::from_secs(12);
+    let mut samples = Vec::new();
+    while hang_started.elapsed() < outage {
+        samples.push((hang_started.elapsed(), unacknowledged(&queue).await));
+    }
+    let held_late: Vec<_> = samples
+        .iter()
+        .filter(|(at, _)| *at >= ack_timeout)
+        .collect();
+    assert!(held_late.len() >= 5, "too few samples: {samples:?}");
+    assert!(
+        held_late.iter().all(|(_, n)| *n <= 1),
+        "deliveries held past the acknowledgement timeout: {samples:?}"
+    );
+
+    // The target is back: everything applies, in order, nothing parked.
+    h.mock.clear_faults();
+    let cleared = std::time::Instant::now();
+    wait_all_at(
+        &h.mock,
+        &subjects,
+        3,
+        Duration::from_secs(60),
+        "after the outage",
+    )
+    .await;
+    assert_sequences_applied_after(&h.mock, &subjects, 3, Some(cleared)).await;
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let parked = take_all(&ch, &format!("{queue}.dead")).await;
+    assert!(parked.is_empty(), "parked during an outage: {parked:?}");
+    assert!(
+        h.mock
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("provisioner-health-probe")),
+        "the worker probed the target"
+    );
+    let _ = conn.close(200, "bye".into()).await;
+    h.cleanup().await;
+}
+
+/// 13. No log line is longer than 8 KB, whatever the events carry: a valid
+/// event and an invalid one with 200 KB ids, and a 200 KB action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_is_longer_than_8_kb() {
+    let _broker = shared().await;
+    let mock = MockTarget::start().await.unwrap();
+    let queue = unique("longlog");
+    let mut d = Deployment::new(&example_provisioner(&mock.url(), &queue, ""), "", "");
+    let mut w = d.spawn("worker");
+    w.wait_consuming(std::slice::from_ref(&queue)).await;
+    let conn = connect().await;
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    let huge = "i".repeat(200 * 1024);
+    let mut valid = versioned("longid", 1);
+    valid["id"] = json!(huge.clone());
+    let events = [
+        valid,
+        json!({"id": format!("{huge}-2"), "action": "add", "group": USERS}),
+        json!({"action": "x".repeat(200 * 1024), "group": USERS, "subject": "s"}),
+    ];
+    publish_pipelined(&ch, &queue, &json_messages(&events)).await;
+    let done = w
+        .wait_log(DEADLINE, |records| {
+            records
+                .iter()
+                .filter(|r| r["fields"]["message"] == "event")
+                .count()
+                >= 3
+        })
+        .await;
+    assert!(done, "{}", w.log_text());
+    assert!(
+        mock.user(&mail("longid")).is_some(),
+        "the valid one applied"
+    );
+    w.sigterm();
+    assert!(w.wait_exit(DEADLINE).await.is_some());
+    let text = w.log_text();
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 8 * 1024, "a log line of {longest} bytes");
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = ch
+        .queue_delete(
+            format!("{queue}.dead").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = conn.close(200, "bye".into()).await;
 }

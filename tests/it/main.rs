@@ -14,6 +14,7 @@ mod docs;
 mod guarantees;
 mod hostile;
 mod options;
+mod process;
 mod scim;
 mod secrets;
 mod sync;

@@ -29,6 +29,8 @@ pub fn amqp_config() -> AmqpConfig {
         tls: None,
         queue_type: config::QueueType::Classic,
         delivery_limit: 20,
+        ack_timeout: Duration::from_secs(1800),
+        max_event_bytes: 32 * 1024 * 1024,
     }
 }
 
@@ -95,6 +97,16 @@ impl Harness {
 
     /// Starts a worker for a given provisioner file text.
     pub async fn start_with(mock: MockTarget, queue: String, provisioner_text: &str) -> Harness {
+        Self::start_configured(mock, queue, provisioner_text, amqp_config()).await
+    }
+
+    /// Starts a worker for a given provisioner file text and broker settings.
+    pub async fn start_configured(
+        mock: MockTarget,
+        queue: String,
+        provisioner_text: &str,
+        amqp: AmqpConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.toml");
         std::fs::write(&path, provisioner_text).unwrap();
@@ -102,7 +114,7 @@ impl Harness {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        cfg.amqp = amqp_config();
+        cfg.amqp = amqp;
         cfg.shutdown_grace = Duration::from_secs(10);
         let worker = Worker::new(cfg).unwrap();
         let outcomes = worker.subscribe();
