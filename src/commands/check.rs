@@ -39,7 +39,12 @@ pub fn summary(config: &Config) -> String {
             p.queue,
             p.dead_letter_queue()
         ));
-        s.push_str(&format!("  url_prefix: {}\n", p.url_prefixes.join(", ")));
+        let prefixes: Vec<String> = p
+            .url_prefixes
+            .iter()
+            .map(|u| crate::http::redact_url(u))
+            .collect();
+        s.push_str(&format!("  url_prefix: {}\n", prefixes.join(", ")));
         s.push_str(&format!("  auth: {}\n", p.auth.scheme()));
         if let Some(g) = &p.provision_group {
             s.push_str(&format!(

@@ -604,10 +604,20 @@ pub fn from_provisioner_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors>
 }
 
 fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
-    let url = std::env::var("AMQP_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or(file.url);
+    let env_url = std::env::var("AMQP_URL").ok().filter(|u| !u.is_empty());
+    amqp_config(file, env_url, p)
+}
+
+/// `[amqp]` validated against the URL the worker will really use: `env_url`
+/// (`AMQP_URL`) when set, else the file's. Taken as an argument so that tests
+/// need not change the process environment, which other tests read.
+fn amqp_config(file: AmqpFile, env_url: Option<String>, p: &mut Problems<'_>) -> AmqpConfig {
+    let url_source = if env_url.is_some() {
+        "AMQP_URL"
+    } else {
+        "amqp.url"
+    };
+    let url = env_url.unwrap_or(file.url);
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
         p.add(
             "amqp.url",
@@ -653,6 +663,15 @@ fn validate_amqp(file: AmqpFile, p: &mut Problems<'_>) -> AmqpConfig {
     }
     let base = p.base_dir();
     let tls = file.tls.map(|t| validate_tls(t, "amqp.tls", &base, p));
+    // An operator who wrote the table expects TLS; connecting in the clear
+    // while it sits there unused would hide that the broker link is not encrypted.
+    if tls.is_some() && url.starts_with("amqp://") {
+        p.add(
+            "amqp.tls",
+            format!("the broker URL ({url_source}) is amqp://, which never uses TLS, so this table would be ignored"),
+            format!("make {url_source} an amqps:// URL, or remove the [amqp.tls] table"),
+        );
+    }
     AmqpConfig {
         url: Secret::new(url),
         prefetch: file.prefetch,
@@ -872,7 +891,7 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
                 } else {
                     "url_prefix".into()
                 },
-                format!("`{u}` is not an http(s) URL"),
+                format!("`{}` is not an http(s) URL", crate::http::redact_url(u)),
                 "give the API's base URL, e.g. \"https://api.example.com/v2\"",
             ),
         }

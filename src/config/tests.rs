@@ -150,3 +150,34 @@ fn worker_file_reports_provisioner_errors_and_duplicate_names() {
     assert!(err.contains("amqp.prefetch"), "{err}");
     assert!(err.contains("name `same` is also used"), "{err}");
 }
+
+/// The problems of `[amqp]` given as TOML, with `AMQP_URL` set to `env_url`.
+fn amqp_errors(text: &str, env_url: Option<&str>) -> Vec<ConfigError> {
+    let file: WorkerFile = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut errors = Vec::new();
+    let mut p = Problems::new(Path::new("/etc/p/worker.toml"), &mut errors);
+    amqp_config(file.amqp, env_url.map(str::to_string), &mut p);
+    errors
+}
+
+#[test]
+fn amqp_tls_with_a_plain_amqp_url_is_an_error() {
+    let plain = "[amqp]\nurl = \"amqp://u:broker-pw-Jd62@mq.example.com/%2f\"\n[amqp.tls]\n";
+    let tls = "[amqp]\nurl = \"amqps://u:broker-pw-Jd62@mq.example.com/%2f\"\n[amqp.tls]\n";
+    let e = amqp_errors(plain, None);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "amqp.tls");
+    assert!(e[0].fix.contains("amqps://"), "{}", e[0]);
+    assert!(e[0].fix.contains("remove"), "{}", e[0]);
+    assert!(!e[0].to_string().contains("broker-pw-Jd62"), "{}", e[0]);
+    assert!(amqp_errors(tls, None).is_empty());
+    // AMQP_URL replaces the file's URL, so it is the one that counts.
+    let e = amqp_errors(tls, Some("amqp://u:env-pw-Lk40@mq.example.com/%2f"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "amqp.tls");
+    assert!(e[0].problem.contains("AMQP_URL"), "{}", e[0]);
+    assert!(!e[0].to_string().contains("env-pw-Lk40"), "{}", e[0]);
+    assert!(amqp_errors(plain, Some("amqps://u:p@mq.example.com/%2f")).is_empty());
+    // Without a [amqp.tls] table a plain URL is fine.
+    assert!(amqp_errors("[amqp]\nurl = \"amqp://u:p@mq/%2f\"\n", None).is_empty());
+}

@@ -440,6 +440,8 @@ pub struct Authenticator {
     clock: Clock,
     /// Tokens fetched so far (numbers the generations).
     fetches: std::sync::atomic::AtomicU64,
+    /// The provisioner's `max_response_bytes`, for token and login answers too.
+    max_response_bytes: usize,
 }
 
 /// A source of "now" for token expiry.
@@ -454,13 +456,14 @@ fn header_value(s: &str) -> Result<HeaderValue, TargetError> {
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig, client: reqwest::Client) -> Self {
+    pub fn new(config: &AuthConfig, client: reqwest::Client, max_response_bytes: usize) -> Self {
         Authenticator {
             config: config.clone(),
             token: tokio::sync::Mutex::new(None),
             client,
             clock: Arc::new(Instant::now),
             fetches: std::sync::atomic::AtomicU64::new(0),
+            max_response_bytes,
         }
     }
 
@@ -510,56 +513,57 @@ impl Authenticator {
         &self,
         req: &RequestParts<'_>,
     ) -> Result<(Vec<(HeaderName, HeaderValue)>, u64), TargetError> {
-        let generation = match &self.config {
-            AuthConfig::OAuth2 { .. } | AuthConfig::Login { .. } => self.cached_token().await?.1,
-            _ => 0,
-        };
-        Ok((self.headers_inner(req).await?, generation))
-    }
-
-    async fn headers_inner(
-        &self,
-        req: &RequestParts<'_>,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
+        // Token schemes look at the cache exactly once: a second look could
+        // find a token refreshed in between, and a 401 would then invalidate
+        // the generation of a token that was never sent.
         match &self.config {
-            AuthConfig::None => Ok(Vec::new()),
-            AuthConfig::Bearer { token } => Ok(vec![(
-                AUTHORIZATION,
-                header_value(&format!("Bearer {}", token.expose()))?,
-            )]),
+            AuthConfig::None => Ok((Vec::new(), 0)),
+            AuthConfig::Bearer { token } => Ok((
+                vec![(
+                    AUTHORIZATION,
+                    header_value(&format!("Bearer {}", token.expose()))?,
+                )],
+                0,
+            )),
             AuthConfig::Header { header, value } => {
                 let name = HeaderName::from_bytes(header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid header name"))?;
-                Ok(vec![(name, header_value(value.expose())?)])
+                Ok((vec![(name, header_value(value.expose())?)], 0))
             }
             AuthConfig::Basic { username, password } => {
                 use base64::Engine;
                 let raw = format!("{username}:{}", password.expose());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-                Ok(vec![(
-                    AUTHORIZATION,
-                    header_value(&format!("Basic {encoded}"))?,
-                )])
+                Ok((
+                    vec![(AUTHORIZATION, header_value(&format!("Basic {encoded}"))?)],
+                    0,
+                ))
             }
             AuthConfig::OAuth2 { .. } => {
-                let (token, _) = self.cached_token().await?;
-                Ok(vec![(
-                    AUTHORIZATION,
-                    header_value(&format!("Bearer {}", token.expose()))?,
-                )])
+                let (token, generation) = self.cached_token().await?;
+                Ok((
+                    vec![(
+                        AUTHORIZATION,
+                        header_value(&format!("Bearer {}", token.expose()))?,
+                    )],
+                    generation,
+                ))
             }
             AuthConfig::Login {
                 token_header,
                 token_prefix,
                 ..
             } => {
-                let (token, _) = self.cached_token().await?;
                 let name = HeaderName::from_bytes(token_header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid token_header"))?;
-                Ok(vec![(
-                    name,
-                    header_value(&format!("{token_prefix}{}", token.expose()))?,
-                )])
+                let (token, generation) = self.cached_token().await?;
+                Ok((
+                    vec![(
+                        name,
+                        header_value(&format!("{token_prefix}{}", token.expose()))?,
+                    )],
+                    generation,
+                ))
             }
             AuthConfig::Jwt {
                 issuer,
@@ -568,38 +572,35 @@ impl Authenticator {
                 qsh,
                 claims,
             } => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let mut all = claims.clone();
-                all.insert("iss".into(), issuer.clone().into());
-                all.insert("iat".into(), now.into());
-                all.insert("exp".into(), (now + ttl.as_secs()).into());
-                if *qsh {
-                    all.insert(
-                        "qsh".into(),
-                        query_string_hash(
-                            req.method.as_str(),
-                            req.url.path(),
-                            req.url.query(),
-                            req.body,
-                        )
-                        .into(),
-                    );
-                }
-                let token = jsonwebtoken::encode(
-                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                    &all,
-                    &jsonwebtoken::EncodingKey::from_secret(key.expose().as_bytes()),
-                )
-                .map_err(|e| TargetError::permanent(format!("auth: cannot sign the JWT: {e}")))?;
-                Ok(vec![(
-                    AUTHORIZATION,
-                    header_value(&format!("Bearer {token}"))?,
-                )])
+                let token = sign_jwt(issuer, key, *ttl, *qsh, claims, req)?;
+                Ok((
+                    vec![(AUTHORIZATION, header_value(&format!("Bearer {token}"))?)],
+                    0,
+                ))
             }
         }
+    }
+
+    /// The body of a token or login answer, within the provisioner's response
+    /// cap like every API answer. Too large is permanent: the same endpoint
+    /// will answer the same way next time.
+    async fn read_answer(
+        &self,
+        mut resp: reqwest::Response,
+        what: &str,
+    ) -> Result<Vec<u8>, TargetError> {
+        let cap = self.max_response_bytes;
+        super::read_capped(&mut resp, cap)
+            .await
+            .map_err(|e| match e {
+                super::BodyError::TooLarge => TargetError::permanent(format!(
+                    "auth: the {what} answer is larger than max_response_bytes ({cap})"
+                )),
+                super::BodyError::Transport(e) => TargetError::transient(format!(
+                    "auth: reading the {what} answer: {}",
+                    without_url(&e)
+                )),
+            })
     }
 
     async fn cached_token(&self) -> Result<(Secret, u64), TargetError> {
@@ -645,18 +646,16 @@ impl Authenticator {
                         ))
                     })?;
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.map_err(|e| {
-                    TargetError::transient(format!(
-                        "auth: reading the token answer: {}",
-                        without_url(&e)
-                    ))
-                })?;
+                // A refusal is classified by its status alone. Its body is of
+                // no use (and may echo the secret), so it is not read: an
+                // oversized error page cannot make a 503 permanent.
                 if !(200..300).contains(&status) {
                     return Err(TargetError::from_credentials_status(
                         "auth: token request",
                         status,
                     ));
                 }
+                let body = self.read_answer(resp, "token").await?;
                 let json: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|_| TargetError::permanent("auth: the token answer is not JSON"))?;
                 let token = json
@@ -714,15 +713,10 @@ impl Authenticator {
                     TargetError::transient(format!("auth: login failed: {}", without_url(&e)))
                 })?;
                 let status = resp.status().as_u16();
-                let bytes = resp.bytes().await.map_err(|e| {
-                    TargetError::transient(format!(
-                        "auth: reading the login answer: {}",
-                        without_url(&e)
-                    ))
-                })?;
                 if !(200..300).contains(&status) {
                     return Err(TargetError::from_credentials_status("auth: login", status));
                 }
+                let bytes = self.read_answer(resp, "login").await?;
                 let token = match token_pointer {
                     Some(ptr) => {
                         let json: serde_json::Value =
@@ -755,6 +749,43 @@ impl Authenticator {
             _ => Err(TargetError::permanent("auth: this scheme has no token")),
         }
     }
+}
+
+/// A JWT for one request (HS256), with the `qsh` claim when asked for.
+fn sign_jwt(
+    issuer: &str,
+    key: &Secret,
+    ttl: Duration,
+    qsh: bool,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    req: &RequestParts<'_>,
+) -> Result<String, TargetError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut all = claims.clone();
+    all.insert("iss".into(), issuer.into());
+    all.insert("iat".into(), now.into());
+    all.insert("exp".into(), (now + ttl.as_secs()).into());
+    if qsh {
+        all.insert(
+            "qsh".into(),
+            query_string_hash(
+                req.method.as_str(),
+                req.url.path(),
+                req.url.query(),
+                req.body,
+            )
+            .into(),
+        );
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &all,
+        &jsonwebtoken::EncodingKey::from_secret(key.expose().as_bytes()),
+    )
+    .map_err(|e| TargetError::permanent(format!("auth: cannot sign the JWT: {e}")))
 }
 
 /// reqwest errors name the URL; token URLs may carry credentials in their query.

@@ -80,6 +80,34 @@ impl HttpResponse {
     }
 }
 
+/// A URL as it may be shown in output, logs and errors: the password of its
+/// userinfo (`https://user:password@host/`) becomes `***`, the rest stays as
+/// written. It reads the text rather than a parsed URL so that a URL that does
+/// not parse, and is reported for that, is redacted all the same; it ends the
+/// authority and splits the userinfo where the URL parser does for http(s)
+/// (backslash, last `@`), so it masks whatever password reqwest would send.
+pub fn redact_url(url: &str) -> String {
+    let Some(colon) = url.find(':') else {
+        return url.to_string();
+    };
+    let after_scheme = &url[colon + 1..];
+    let authority_start =
+        colon + 1 + (after_scheme.len() - after_scheme.trim_start_matches(['/', '\\']).len());
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let Some(password_start) = authority[..at].find(':') else {
+        return url.to_string();
+    };
+    format!(
+        "{}***{}",
+        &url[..authority_start + password_start + 1],
+        &url[authority_start + at..]
+    )
+}
+
 /// Why a client could not be built (bad certificate files and the like).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSetupError {
@@ -158,8 +186,9 @@ impl HttpClient {
             .url_prefixes
             .iter()
             .map(|p| {
-                url::Url::parse(p)
-                    .map_err(|e| HttpSetupError::Client(format!("url_prefix `{p}`: {e}")))
+                url::Url::parse(p).map_err(|e| {
+                    HttpSetupError::Client(format!("url_prefix `{}`: {e}", redact_url(p)))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut builder = reqwest::Client::builder()
@@ -191,7 +220,11 @@ impl HttpClient {
             .map_err(|e| HttpSetupError::Client(e.to_string()))?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
-                auth: auth::Authenticator::new(&config.auth, client.clone()),
+                auth: auth::Authenticator::new(
+                    &config.auth,
+                    client.clone(),
+                    config.max_response_bytes,
+                ),
                 client,
                 prefixes,
                 healthy: AtomicUsize::new(0),
@@ -268,7 +301,10 @@ impl HttpClient {
             match self.send_to(node, req).await {
                 Ok(resp) => {
                     if node != first {
-                        tracing::warn!(node = %self.inner.prefixes[node], "failed over to another node");
+                        tracing::warn!(
+                            node = %redact_url(self.inner.prefixes[node].as_str()),
+                            "failed over to another node"
+                        );
                         self.inner.healthy.store(node, Ordering::Relaxed);
                     }
                     return Ok(resp);
@@ -347,27 +383,18 @@ impl HttpClient {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.inner.max_response_bytes {
-                        return Err(Answered(TargetError::permanent(format!(
-                            "{what}: response larger than max_response_bytes ({})",
-                            self.inner.max_response_bytes
-                        ))));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Answered(TargetError::transient(format!(
-                        "{what}: reading the response: {}",
-                        describe(&e)
-                    ))))
-                }
-            }
-        }
+        let cap = self.inner.max_response_bytes;
+        let body = read_capped(&mut resp, cap).await.map_err(|e| {
+            Answered(match e {
+                BodyError::TooLarge => TargetError::permanent(format!(
+                    "{what}: response larger than max_response_bytes ({cap})"
+                )),
+                BodyError::Transport(e) => TargetError::transient(format!(
+                    "{what}: reading the response: {}",
+                    describe(&e)
+                )),
+            })
+        })?;
         Ok((
             HttpResponse {
                 status,
@@ -377,6 +404,35 @@ impl HttpClient {
             generation,
         ))
     }
+}
+
+/// Why a body was not read whole.
+pub(crate) enum BodyError {
+    /// It is longer than the cap.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body of at most `cap` bytes. Every answer read from a target or an
+/// identity provider goes through here, so that none of them can make the
+/// worker hold more than `max_response_bytes` in memory; a declared length
+/// over the cap is refused before anything is read.
+pub(crate) async fn read_capped(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let cap_u64 = u64::try_from(cap).unwrap_or(u64::MAX);
+    if resp.content_length().is_some_and(|n| n > cap_u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 enum SendFailure {

@@ -29,6 +29,8 @@ const BASIC_SECRET: &str = "open sesame";
 const OAUTH2_SECRET: &str = "oauth2-client-secret-Wd55t";
 const LOGIN_SECRET: &str = "login-p&ss=w0rd+ é";
 const JWT_SECRET: &str = "jwt-signing-key-Hy73c";
+/// The password written in a `url_prefix` (`http://svc:PASSWORD@host/`).
+const PREFIX_PASSWORD: &str = "prefix-pw-Tg47v";
 const SECRETS: &[&str] = &[
     BEARER_SECRET,
     API_KEY_SECRET,
@@ -36,6 +38,7 @@ const SECRETS: &[&str] = &[
     OAUTH2_SECRET,
     LOGIN_SECRET,
     JWT_SECRET,
+    PREFIX_PASSWORD,
 ];
 
 /// The operations `provision_group` needs, so that the files are complete.
@@ -1223,6 +1226,120 @@ async fn failover_goes_to_the_next_node_and_back() {
     );
 }
 
+#[test]
+fn redact_url_masks_only_the_password() {
+    for (written, shown) in [
+        ("https://api.example.com/v2", "https://api.example.com/v2"),
+        (
+            "https://svc@api.example.com/v2",
+            "https://svc@api.example.com/v2",
+        ),
+        (
+            "https://svc:pw@api.example.com",
+            "https://svc:***@api.example.com",
+        ),
+        (
+            "https://svc:pw@api.example.com:8443/v2?a=b",
+            "https://svc:***@api.example.com:8443/v2?a=b",
+        ),
+        // The userinfo runs to the last `@` and the password from the first `:`.
+        ("https://svc:p@ss:w@rd@host/x", "https://svc:***@host/x"),
+        ("https://:pw@host", "https://:***@host"),
+        // `@` and `:` after the authority are not userinfo.
+        ("https://host/a:b@c", "https://host/a:b@c"),
+        ("https://host?u=a:b@c", "https://host?u=a:b@c"),
+        // Forms the URL parser accepts for http(s) are masked the same way.
+        ("http:svc:pw@host/x", "http:svc:***@host/x"),
+        ("https:\\\\svc:pw@host\\x", "https:\\\\svc:***@host\\x"),
+        // Unparsable, still masked.
+        ("http://svc:pw@[::1/api", "http://svc:***@[::1/api"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ] {
+        assert_eq!(redact_url(written), shown, "{written}");
+    }
+    // The parser agrees on what the password is.
+    let u = url::Url::parse("https:\\\\svc:pw@host\\x").unwrap();
+    assert_eq!(u.password(), Some("pw"));
+}
+
+/// What `tracing` writes while installed with [`capture_logs`].
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+/// Logs of this thread (a `#[tokio::test]` runs its futures on it) until the
+/// guard is dropped.
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_password_in_url_prefix_is_sent_but_never_logged_or_shown() {
+    let (logs, _guard) = capture_logs();
+    let port1 = closed_port();
+    let node2 = server_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await;
+    let port2 = node2.address().port();
+    let c = client(&format!(
+        "url_prefix = [\"http://svc:{PREFIX_PASSWORD}@127.0.0.1:{port1}/api\", \"http://svc:{PREFIX_PASSWORD}@127.0.0.1:{port2}/api\"]"
+    ));
+    assert_eq!(send_ok(&c, get("/users")).await.status, 200);
+    // reqwest sends the URL's credentials as Basic authentication.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{PREFIX_PASSWORD}"));
+    let reqs = received(&node2).await;
+    assert_eq!(
+        header_of(&reqs[0], "authorization"),
+        Some(format!("Basic {basic}"))
+    );
+
+    let shown = logs.text();
+    assert!(shown.contains("failed over"), "{shown}");
+    assert!(
+        shown.contains(&format!("http://svc:***@127.0.0.1:{port2}/api")),
+        "{shown}"
+    );
+    assert!(!shown.contains(PREFIX_PASSWORD), "{shown}");
+
+    // No node answers: the error shows no password either (`send_err` checks).
+    drop(node2);
+    until_closed(port2).await;
+    let e = send_err(&c, get("/users")).await;
+    assert_eq!(e.class, FailureClass::Transient);
+    assert!(!logs.text().contains(PREFIX_PASSWORD), "{}", logs.text());
+
+    // A url_prefix that does not parse is named without its password.
+    let mut bad = config(&format!("url_prefix = \"http://127.0.0.1:{port1}\""));
+    bad.url_prefixes = vec![format!("http://svc:{PREFIX_PASSWORD}@[::1/api")];
+    let e = match HttpClient::new(&bad) {
+        Ok(_) => panic!("an unparsable url_prefix was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("svc:***@"), "{e}");
+    assert!(!e.contains(PREFIX_PASSWORD), "{e}");
+}
+
 #[tokio::test]
 async fn no_node_reachable_is_transient_and_names_no_secret() {
     let (p1, p2) = (closed_port(), closed_port());
@@ -1305,6 +1422,75 @@ async fn a_response_larger_than_max_response_bytes_is_permanent() {
         assert_eq!(e.class, FailureClass::Permanent, "{e:?}");
         assert!(e.message.contains("max_response_bytes"), "{}", e.message);
     }
+}
+
+#[tokio::test]
+async fn token_and_login_answers_larger_than_max_response_bytes_are_refused() {
+    let server = MockServer::start().await;
+    let pad = "x".repeat(1 << 20);
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": "tok-big", "expires_in": 3600, "pad": pad}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(format!("tok-{pad}")))
+        .mount(&server)
+        .await;
+    // Exactly at the limit: accepted.
+    Mock::given(method("POST"))
+        .and(path("/login-at-limit"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("y".repeat(256)))
+        .mount(&server)
+        .await;
+    // A refusal is judged by its status, however large its page.
+    Mock::given(method("POST"))
+        .and(path("/busy/token"))
+        .respond_with(ResponseTemplate::new(503).set_body_string(pad.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let with_auth = |auth: String| {
+        client(&format!(
+            "url_prefix = \"{uri}\"\nmax_response_bytes = 256\n[auth]\n{auth}"
+        ))
+    };
+    let oauth2 = |token_path: &str| {
+        format!("scheme = \"oauth2\"\ntoken_url = \"{uri}{token_path}\"\nclient_id = \"p\"\nclient_secret = \"{OAUTH2_SECRET}\"")
+    };
+    let login = |login_path: &str| {
+        format!("scheme = \"login\"\nlogin_url = \"{uri}{login_path}\"\nusername = \"u\"\nclient_secret = \"{LOGIN_SECRET}\"")
+    };
+
+    for (auth, answer) in [
+        (oauth2("/oauth/token"), "token"),
+        (login("/login"), "login"),
+    ] {
+        let e = send_err(&with_auth(auth), get("/users")).await;
+        assert_eq!(e.class, FailureClass::Permanent, "{e:?}");
+        assert!(e.message.contains("max_response_bytes"), "{}", e.message);
+        assert!(e.message.contains(answer), "{}", e.message);
+        assert!(!e.message.contains("xxxx"), "{}", e.message);
+    }
+    assert!(received_on(&server, "/users").await.is_empty());
+
+    let e = send_err(&with_auth(oauth2("/busy/token")), get("/users")).await;
+    assert_eq!(e.class, FailureClass::Transient, "{e:?}");
+    assert_eq!(e.status, Some(503));
+
+    send_ok(&with_auth(login("/login-at-limit")), get("/users")).await;
+    let api = received_on(&server, "/users").await;
+    assert_eq!(
+        header_of(&api[0], "authorization"),
+        Some(format!("Bearer {}", "y".repeat(256)))
+    );
 }
 
 #[tokio::test]

@@ -116,6 +116,27 @@ fn check_never_prints_a_secret() {
 }
 
 #[test]
+fn check_hides_the_password_of_a_url_prefix() {
+    let text = example().replace(
+        "url_prefix = \"http://127.0.0.1:8080\"",
+        "url_prefix = [\"https://svc:url-pw-Rm29q@api1.example.com/v2\", \"https://api2.example.com/v2\"]",
+    );
+    assert!(text.contains("url-pw-Rm29q"));
+    let (ok, out, err) = check(&[("s.toml", &text)]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("url-pw-Rm29q") && !err.contains("url-pw-Rm29q"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(
+            "url_prefix: https://svc:***@api1.example.com/v2, https://api2.example.com/v2\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_demo_runs_through_the_broker_and_shows_the_final_state() {
     let out = provisioner()
         .arg("demo")

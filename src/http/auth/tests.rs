@@ -306,6 +306,9 @@ impl Respond for Tokens {
 
 const CLIENT_SECRET: &str = "oauth-client-secret-Zq81";
 
+/// The response cap of these authenticators (`max_response_bytes`).
+const CAP: usize = 1 << 20;
+
 fn oauth2(server: &MockServer, scope: Option<&str>) -> AuthConfig {
     AuthConfig::OAuth2 {
         token_url: format!("{}/oauth/token", server.uri()),
@@ -346,6 +349,7 @@ async fn oauth2_token_request_is_client_credentials_with_basic_auth() {
     let auth = Authenticator::new(
         &oauth2(&server, Some("users:write groups:write")),
         reqwest::Client::new(),
+        CAP,
     );
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
 
@@ -382,7 +386,7 @@ async fn oauth2_without_scope_sends_only_the_grant_type() {
         .respond_with(Tokens::json(Some(3600)))
         .mount(&server)
         .await;
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP);
     authorization(&auth).await;
     let reqs = token_requests(&server).await;
     assert_eq!(
@@ -399,7 +403,7 @@ async fn oauth2_token_is_reused_until_shortly_before_expires_in() {
         .mount(&server)
         .await;
     let clock = ManualClock::new();
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP)
         .with_clock(clock.clock());
 
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
@@ -433,7 +437,7 @@ async fn oauth2_short_lived_token_is_still_reused_for_a_while() {
         .mount(&server)
         .await;
     let clock = ManualClock::new();
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP)
         .with_clock(clock.clock());
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
     clock.set(5);
@@ -450,7 +454,7 @@ async fn oauth2_without_expires_in_is_kept_for_an_hour() {
         .mount(&server)
         .await;
     let clock = ManualClock::new();
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new())
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP)
         .with_clock(clock.clock());
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
     clock.set(3500);
@@ -473,6 +477,7 @@ async fn concurrent_requests_share_one_token_fetch() {
     let auth = Arc::new(Authenticator::new(
         &oauth2(&server, None),
         reqwest::Client::new(),
+        CAP,
     ));
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -493,7 +498,7 @@ async fn invalidate_drops_the_cached_token() {
         .respond_with(Tokens::json(Some(3600)))
         .mount(&server)
         .await;
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP);
     assert!(auth.can_refresh());
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
     auth.invalidate().await;
@@ -515,7 +520,7 @@ async fn login_token_is_reused_for_token_ttl_s() {
     ));
     assert!(errors.is_empty(), "{errors:?}");
     let clock = ManualClock::new();
-    let auth = Authenticator::new(&config, reqwest::Client::new()).with_clock(clock.clock());
+    let auth = Authenticator::new(&config, reqwest::Client::new(), CAP).with_clock(clock.clock());
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
     clock.set(599);
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
@@ -547,7 +552,7 @@ async fn static_schemes_cannot_refresh() {
             claims: serde_json::Map::new(),
         },
     ] {
-        let auth = Authenticator::new(&config, reqwest::Client::new());
+        let auth = Authenticator::new(&config, reqwest::Client::new(), CAP);
         assert!(!auth.can_refresh(), "{}", auth.scheme());
     }
 }
@@ -574,7 +579,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
         .await;
     let url = url::Url::parse("https://api.example.com/x").unwrap();
 
-    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new());
+    let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP);
     let e = auth.headers(&parts(&Method::GET, &url)).await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert_eq!(e.status, Some(503));
@@ -584,7 +589,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
     if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
         *token_url = format!("{}/bad/token", server.uri());
     }
-    let e = Authenticator::new(&config, reqwest::Client::new())
+    let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
         .headers(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
@@ -594,7 +599,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
     if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
         *token_url = format!("{}/odd/token", server.uri());
     }
-    let e = Authenticator::new(&config, reqwest::Client::new())
+    let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
         .headers(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
@@ -611,7 +616,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
     if let AuthConfig::OAuth2 { token_url, .. } = &mut config {
         *token_url = format!("http://{closed}/token?key={CLIENT_SECRET}");
     }
-    let e = Authenticator::new(&config, reqwest::Client::new())
+    let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
         .headers(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
@@ -648,7 +653,7 @@ async fn refused_login_is_permanent_and_hides_the_password() {
             server.uri()
         ));
         assert!(errors.is_empty(), "{errors:?}");
-        let e = Authenticator::new(&config, reqwest::Client::new())
+        let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
             .headers(&parts(&Method::GET, &url))
             .await
             .unwrap_err();
@@ -656,4 +661,38 @@ async fn refused_login_is_permanent_and_hides_the_password() {
         assert!(e.message.contains(needle), "{login}: {}", e.message);
         assert!(!e.message.contains("login-pw-Hq2"), "{}", e.message);
     }
+}
+
+#[tokio::test]
+async fn headers_for_returns_the_generation_of_the_token_it_sends() {
+    // A clock that jumps an hour at every reading finds the cached token
+    // stale at every look: a second look at the cache would fetch anew, so
+    // the generation returned would not be that of the token sent.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Tokens::json(Some(3600)))
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let readings = Arc::new(AtomicU64::new(0));
+    let clock: Clock = {
+        let readings = readings.clone();
+        Arc::new(move || {
+            start + Duration::from_secs(3600 * readings.fetch_add(1, Ordering::SeqCst))
+        })
+    };
+    let auth =
+        Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP).with_clock(clock);
+    let url = url::Url::parse("https://api.example.com/v2/users").unwrap();
+    for _ in 0..3 {
+        let (headers, generation) = auth.headers_for(&parts(&Method::GET, &url)).await.unwrap();
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        // The mock numbers its tokens as the authenticator numbers its fetches.
+        assert_eq!(
+            headers[0].1.to_str().unwrap(),
+            format!("Bearer tok-{generation}")
+        );
+    }
+    // One fetch per request: the token is looked up once.
+    assert_eq!(token_requests(&server).await.len(), 3);
 }
