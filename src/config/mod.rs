@@ -235,6 +235,11 @@ pub struct ProvisionerFile {
     /// members are on the target (small groups change wholesale legitimately).
     #[serde(default = "default_removal_guard_min")]
     pub removal_guard_min: usize,
+    /// Mass-deprovision guard, absolute: a membership_sync that would remove
+    /// more than this many accounts or members is refused whatever the share
+    /// and whatever `removal_guard_min`. 0 = no absolute limit.
+    #[serde(default = "default_max_removals")]
+    pub max_removals: i64,
     /// How requests are authenticated.
     pub auth: Option<AuthFile>,
     /// Custom CA / client certificate for the target.
@@ -282,6 +287,10 @@ fn default_max_removal_share() -> f64 {
 }
 fn default_removal_guard_min() -> usize {
     10
+}
+/// Like Entra ID's default accidental-deletions threshold.
+fn default_max_removals() -> i64 {
+    500
 }
 fn default_target_group_retry_delay() -> u64 {
     20
@@ -510,6 +519,8 @@ pub struct ProvisionerConfig {
     pub target_group_retry_delay: Duration,
     pub max_removal_share: f64,
     pub removal_guard_min: usize,
+    /// 0: no absolute limit.
+    pub max_removals: usize,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
     pub on_behalf_of: Option<OnBehalfOf>,
@@ -994,6 +1005,14 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
             "set e.g. max_removal_share = 0.5, or 1 to turn the guard off",
         );
     }
+    let max_removals = usize::try_from(f.max_removals).unwrap_or_else(|_| {
+        p.add(
+            "max_removals",
+            format!("{} is negative", f.max_removals),
+            "set e.g. max_removals = 500, or 0 for no absolute limit",
+        );
+        0
+    });
     if f.timeout_s == 0 {
         p.add("timeout_s", "must be at least 1", "set e.g. timeout_s = 30");
     }
@@ -1105,6 +1124,7 @@ fn validate_provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Prov
         target_group_retry_delay: Duration::from_secs(f.target_group_retry_delay),
         max_removal_share: f.max_removal_share,
         removal_guard_min: f.removal_guard_min,
+        max_removals,
         auth,
         tls,
         on_behalf_of,

@@ -89,6 +89,28 @@ fn target_group_map_may_come_from_a_json_file_next_to_the_config() {
 }
 
 #[test]
+fn the_mass_deprovision_guard_has_a_share_and_an_absolute_limit() {
+    let base = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}",
+        rest()
+    );
+    let p = parse(&base).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        (p.max_removal_share, p.removal_guard_min, p.max_removals),
+        (0.5, 10, 500)
+    );
+    let p = parse(&format!("max_removals = 0\n{base}")).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(p.max_removals, 0);
+    let e = errors(&format!("max_removals = -1\n{base}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("`max_removals`") && e[0].contains("-1 is negative"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
 fn a_misspelled_key_is_named_with_its_file() {
     let e = errors(&format!("kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\naccount_cache_sise = 5\n{}", rest()));
     assert_eq!(e.len(), 1);

@@ -1,6 +1,7 @@
 //! The LRU caches of API IDs. Each sits behind a std `Mutex` that is only
 //! held for a map operation, never across an `.await`.
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -25,11 +26,99 @@ pub enum CachedAccount {
 
 struct AccountState {
     lru: LruCache<String, ApiId>,
+    /// Accounts known to exist whose API ID is not known (their create did not
+    /// name it): never "absent", not even in the trusted window, until a
+    /// prefill lists them.
+    unnamed: HashSet<String>,
     /// Until when a miss means "absent" (set by a complete prefill).
     trusted_until: Option<Instant>,
     /// When the last prefill happened, complete or not: one listing per
     /// validity period at most, even when it cannot be trusted.
     prefilled_at: Option<Instant>,
+    /// Listings begun and not yet prefilled or abandoned.
+    open_listings: usize,
+    /// Counts changes; a listing remembers the count it began at.
+    version: u64,
+    /// The changes made while a listing was open, with their version: a
+    /// listing may predate them, so its prefill applies them after its own
+    /// accounts.
+    journal: Vec<(u64, String, Change)>,
+    /// More changes came in while listings were open than the journal keeps:
+    /// their prefills are not trusted.
+    journal_overflowed: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Put(ApiId),
+    Remove,
+    Unnamed,
+}
+
+impl AccountState {
+    fn note(&mut self, match_value: &str, change: Change) {
+        self.version += 1;
+        if self.open_listings == 0 {
+            return;
+        }
+        if self.journal.len() >= self.lru.cap().get() {
+            self.journal_overflowed = true;
+            return;
+        }
+        self.journal
+            .push((self.version, match_value.to_string(), change));
+    }
+
+    /// Applies a change to the maps; `false` when it evicted an entry.
+    fn apply(&mut self, match_value: &str, change: Change) -> bool {
+        match change {
+            Change::Put(api_id) => {
+                self.unnamed.remove(match_value);
+                let evicts =
+                    self.lru.len() == self.lru.cap().get() && !self.lru.contains(match_value);
+                self.lru.put(match_value.to_string(), api_id);
+                !evicts
+            }
+            Change::Remove => {
+                self.unnamed.remove(match_value);
+                self.lru.pop(match_value);
+                true
+            }
+            Change::Unnamed => {
+                self.lru.pop(match_value);
+                self.unnamed.insert(match_value.to_string());
+                // Bounded like the cache: past that, no miss can be trusted.
+                self.unnamed.len() <= self.lru.cap().get()
+            }
+        }
+    }
+
+    fn change(&mut self, match_value: &str, change: Change) {
+        self.note(match_value, change.clone());
+        if !self.apply(match_value, change) {
+            // An eviction makes a miss ambiguous again.
+            self.trusted_until = None;
+        }
+    }
+}
+
+/// A listing of the target's accounts in progress, from
+/// [`AccountCache::begin_listing`] to [`AccountCache::prefill`]. Dropping it
+/// unused (the listing failed) is fine.
+pub struct Listing<'a> {
+    cache: &'a AccountCache,
+    since: u64,
+}
+
+impl Drop for Listing<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.cache.state);
+        s.open_listings = s.open_listings.saturating_sub(1);
+        if s.open_listings == 0 {
+            s.journal.clear();
+            s.journal_overflowed = false;
+        }
+    }
 }
 
 /// Match value -> account API ID (`account_cache_size`,
@@ -56,8 +145,13 @@ impl AccountCache {
         AccountCache {
             state: Mutex::new(AccountState {
                 lru: LruCache::new(capacity(size)),
+                unnamed: HashSet::new(),
                 trusted_until: None,
                 prefilled_at: None,
+                open_listings: 0,
+                version: 0,
+                journal: Vec::new(),
+                journal_overflowed: false,
             }),
             validity,
             hits: AtomicU64::new(0),
@@ -72,6 +166,9 @@ impl AccountCache {
             return CachedAccount::Known(id.clone());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        if s.unnamed.contains(match_value) {
+            return CachedAccount::Unknown;
+        }
         match s.trusted_until {
             Some(until) if Instant::now() < until => CachedAccount::TrustedAbsent,
             _ => CachedAccount::Unknown,
@@ -84,30 +181,56 @@ impl AccountCache {
     }
 
     pub fn put(&self, match_value: &str, api_id: &str) {
-        let mut s = lock(&self.state);
-        if s.lru.len() == s.lru.cap().get() && !s.lru.contains(match_value) {
-            // An eviction makes a miss ambiguous again.
-            s.trusted_until = None;
-        }
-        s.lru.put(match_value.to_string(), api_id.to_string());
+        lock(&self.state).change(match_value, Change::Put(api_id.to_string()));
     }
 
     pub fn remove(&self, match_value: &str) {
-        lock(&self.state).lru.pop(match_value);
+        lock(&self.state).change(match_value, Change::Remove);
     }
 
-    /// Fills the cache from a complete listing of the target's accounts. The
-    /// cache is trusted for the validity period only if the listing fit whole.
-    pub fn prefill(&self, accounts: &[RemoteAccount]) {
+    /// The account exists but its API ID is unknown (a create that did not
+    /// name it): a miss on it must ask the target.
+    pub fn put_unnamed(&self, match_value: &str) {
+        lock(&self.state).change(match_value, Change::Unnamed);
+    }
+
+    /// To be called just before listing the target's accounts for
+    /// [`prefill`](Self::prefill).
+    pub fn begin_listing(&self) -> Listing<'_> {
+        let mut s = lock(&self.state);
+        s.open_listings += 1;
+        Listing {
+            cache: self,
+            since: s.version,
+        }
+    }
+
+    /// Fills the cache from a complete listing of the target's accounts,
+    /// begun with `listing`. Changes made since the listing began are kept
+    /// over what it shows. The cache is trusted for the validity period only
+    /// if everything fit whole.
+    pub fn prefill(&self, listing: Listing<'_>, accounts: &[RemoteAccount]) {
         let mut s = lock(&self.state);
         s.lru.clear();
+        s.unnamed.clear();
+        let mut complete = accounts.len() <= s.lru.cap().get() && !s.journal_overflowed;
         for a in accounts {
             s.lru.put(a.match_value.clone(), a.api_id.clone());
         }
-        let complete = accounts.len() <= s.lru.cap().get();
+        let later: Vec<(String, Change)> = s
+            .journal
+            .iter()
+            .filter(|(version, _, _)| *version > listing.since)
+            .map(|(_, m, c)| (m.clone(), c.clone()))
+            .collect();
+        for (match_value, change) in later {
+            complete &= s.apply(&match_value, change);
+        }
         let now = Instant::now();
         s.prefilled_at = Some(now);
         s.trusted_until = (complete && !self.validity.is_zero()).then(|| now + self.validity);
+        drop(s);
+        drop(listing);
     }
 
     /// Whether a prefill is due: the validity period is on and the last
@@ -201,7 +324,7 @@ mod tests {
         let cache = AccountCache::new(10, Duration::from_secs(60));
         assert!(cache.wants_prefill());
         assert_eq!(cache.get("a"), CachedAccount::Unknown);
-        cache.prefill(&[acct("a", "1"), acct("b", "2")]);
+        cache.prefill(cache.begin_listing(), &[acct("a", "1"), acct("b", "2")]);
         assert!(!cache.wants_prefill());
         assert_eq!(cache.get("a"), CachedAccount::Known("1".into()));
         assert_eq!(cache.get("zz"), CachedAccount::TrustedAbsent);
@@ -213,13 +336,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn incomplete_prefill_or_eviction_is_never_trusted() {
         let cache = AccountCache::new(2, Duration::from_secs(60));
-        cache.prefill(&[acct("a", "1"), acct("b", "2"), acct("c", "3")]);
+        cache.prefill(
+            cache.begin_listing(),
+            &[acct("a", "1"), acct("b", "2"), acct("c", "3")],
+        );
         assert_eq!(cache.get("x"), CachedAccount::Unknown);
         assert!(
             !cache.wants_prefill(),
             "an untrusted listing is not repeated within the period"
         );
-        cache.prefill(&[acct("a", "1"), acct("b", "2")]);
+        cache.prefill(cache.begin_listing(), &[acct("a", "1"), acct("b", "2")]);
         assert_eq!(cache.get("x"), CachedAccount::TrustedAbsent);
         cache.put("c", "3");
         assert_eq!(
@@ -229,10 +355,72 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn changes_made_while_a_listing_runs_win_over_it() {
+        let cache = AccountCache::new(10, Duration::from_secs(60));
+        cache.put("gone", "0");
+        let listing = cache.begin_listing();
+        // The listing's pages are read here; meanwhile other events change things.
+        cache.put("new", "9");
+        cache.remove("gone");
+        cache.put_unnamed("nameless");
+        cache.prefill(listing, &[acct("a", "1"), acct("gone", "0")]);
+        assert_eq!(cache.get("new"), CachedAccount::Known("9".into()));
+        assert_eq!(cache.get("gone"), CachedAccount::TrustedAbsent);
+        assert_eq!(cache.get("nameless"), CachedAccount::Unknown);
+        assert_eq!(cache.get("a"), CachedAccount::Known("1".into()));
+        assert_eq!(cache.get("zz"), CachedAccount::TrustedAbsent);
+
+        // Changes from before a listing began are what it shows instead.
+        cache.put("b", "2");
+        cache.prefill(cache.begin_listing(), &[acct("a", "1")]);
+        assert_eq!(cache.get("b"), CachedAccount::TrustedAbsent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_listing_keeps_nothing_and_too_many_changes_end_trust() {
+        let cache = AccountCache::new(3, Duration::from_secs(60));
+        drop(cache.begin_listing());
+        cache.put("x", "1");
+        cache.prefill(cache.begin_listing(), &[]);
+        assert_eq!(
+            cache.get("x"),
+            CachedAccount::TrustedAbsent,
+            "not journaled"
+        );
+
+        let listing = cache.begin_listing();
+        for i in 0..4 {
+            cache.put(&format!("m{i}"), "1");
+        }
+        cache.prefill(listing, &[]);
+        assert_eq!(cache.get("other"), CachedAccount::Unknown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_account_without_a_known_id_is_never_trusted_absent() {
+        let cache = AccountCache::new(2, Duration::from_secs(60));
+        cache.prefill(cache.begin_listing(), &[]);
+        cache.put_unnamed("a");
+        assert_eq!(cache.get("a"), CachedAccount::Unknown);
+        assert_eq!(cache.get("b"), CachedAccount::TrustedAbsent);
+        cache.put("a", "1");
+        assert_eq!(cache.get("a"), CachedAccount::Known("1".into()));
+        // More of them than the cache holds: no miss is trusted any more.
+        for m in ["c", "d", "e"] {
+            cache.put_unnamed(m);
+        }
+        assert_eq!(cache.get("b"), CachedAccount::Unknown);
+        // A full listing names them (or shows they are gone).
+        cache.prefill(cache.begin_listing(), &[acct("c", "3")]);
+        assert_eq!(cache.get("d"), CachedAccount::TrustedAbsent);
+        assert_eq!(cache.get("c"), CachedAccount::Known("3".into()));
+    }
+
     #[test]
     fn zero_validity_never_trusts_and_lru_evicts_oldest() {
         let cache = AccountCache::new(2, Duration::ZERO);
-        cache.prefill(&[acct("a", "1")]);
+        cache.prefill(cache.begin_listing(), &[acct("a", "1")]);
         assert_eq!(cache.get("x"), CachedAccount::Unknown);
         cache.put("b", "2");
         cache.get("a");

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::config::{GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
 use crate::event::{Action, Attributes, Event, Subjects};
 use crate::target::{
-    ApiId, Created, FailureClass, RemoteAccount, RemoteGroup, SubjectContext, TargetApi,
+    ApiId, Created, FailureClass, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
     TargetError, TargetResult,
 };
 
@@ -101,6 +101,15 @@ enum Phase {
     Member,
 }
 
+/// Where an API ID came from. Only a cached one can have gone stale unseen:
+/// the account or group deleted and created again under a new ID, out of band
+/// or by another worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Cache,
+    Target,
+}
+
 /// Per-apply bookkeeping.
 #[derive(Default)]
 struct Tally {
@@ -121,6 +130,7 @@ pub struct Engine {
     target_group_retry_delay: Duration,
     max_removal_share: f64,
     removal_guard_min: usize,
+    max_removals: usize,
     accounts: AccountCache,
     /// Subject -> match value, for events that come without attributes.
     subjects: SubjectCache,
@@ -142,6 +152,7 @@ impl Engine {
             target_group_retry_delay: config.target_group_retry_delay,
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
+            max_removals: config.max_removals,
             accounts: AccountCache::new(
                 config.account_cache_size,
                 config.account_cache_validity_period,
@@ -230,12 +241,28 @@ impl Engine {
         ctx: &SubjectContext,
         trust_absent: bool,
     ) -> Step<Option<ApiId>> {
+        Ok(self
+            .resolve_account_from(tally, phase, ctx, trust_absent)
+            .await?
+            .map(|(id, _)| id))
+    }
+
+    /// [`resolve_account`](Self::resolve_account), saying where the ID came from.
+    async fn resolve_account_from(
+        &self,
+        tally: &mut Tally,
+        phase: Phase,
+        ctx: &SubjectContext,
+        trust_absent: bool,
+    ) -> Step<Option<(ApiId, Source)>> {
+        let mut source = Source::Cache;
         if trust_absent && self.accounts.wants_prefill() {
             // The validity period needs a complete listing before misses can be trusted.
             self.list_accounts(tally).await?;
+            source = Source::Target;
         }
         match self.accounts.get(&ctx.match_value) {
-            CachedAccount::Known(id) => return Ok(Some(id)),
+            CachedAccount::Known(id) => return Ok(Some((id, source))),
             CachedAccount::TrustedAbsent if trust_absent => return Ok(None),
             _ => {}
         }
@@ -245,7 +272,18 @@ impl Engine {
         if let Some(id) = &found {
             self.accounts.put(&ctx.match_value, id);
         }
-        Ok(found)
+        Ok(found.map(|id| (id, Source::Target)))
+    }
+
+    /// Forgets the cached ID and asks the target.
+    async fn refresh_account(
+        &self,
+        tally: &mut Tally,
+        phase: Phase,
+        ctx: &SubjectContext,
+    ) -> Step<Option<ApiId>> {
+        self.accounts.remove(&ctx.match_value);
+        self.resolve_account(tally, phase, ctx, false).await
     }
 
     /// Lists every remote account and prefills the cache with it.
@@ -254,21 +292,51 @@ impl Engine {
     }
 
     async fn list_accounts_in(&self, tally: &mut Tally, phase: Phase) -> Step<Vec<RemoteAccount>> {
+        // Before the call: what other events cache while it runs is newer than it.
+        let listing = self.accounts.begin_listing();
         let mut accounts = self.call(tally, phase, self.target.list_accounts()).await?;
         for a in &mut accounts {
             a.match_value = a.match_value.to_lowercase();
         }
-        self.accounts.prefill(&accounts);
+        self.accounts.prefill(listing, &accounts);
         Ok(accounts)
     }
 
-    async fn resolve_group(&self, tally: &mut Tally, remote_name: &str) -> Step<RemoteGroup> {
+    /// The remote group's API ID: from the cache, from a listing, or from
+    /// creating the group (when the kind may).
+    async fn resolve_group(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+    ) -> Step<(RemoteGroup, Source)> {
         if let Some(api_id) = self.groups.get(remote_name) {
-            return Ok(RemoteGroup {
+            let group = RemoteGroup {
                 name: remote_name.to_string(),
                 api_id,
-            });
+            };
+            return Ok((group, Source::Cache));
         }
+        if let Some(g) = self.find_group(tally, remote_name).await? {
+            return Ok((g, Source::Target));
+        }
+        if let Some(api_id) = self
+            .call(tally, Phase::Member, self.target.create_group(remote_name))
+            .await?
+        {
+            self.groups.put(remote_name, &api_id);
+            let group = RemoteGroup {
+                name: remote_name.to_string(),
+                api_id,
+            };
+            return Ok((group, Source::Target));
+        }
+        Err(TargetError::permanent(format!(
+            "target group `{remote_name}` does not exist on the target"
+        )))
+    }
+
+    /// Lists the remote groups (caching the mapped ones) and finds one.
+    async fn find_group(&self, tally: &mut Tally, remote_name: &str) -> Step<Option<RemoteGroup>> {
         let groups = self
             .call(tally, Phase::Member, self.target.list_groups())
             .await?;
@@ -280,26 +348,24 @@ impl Engine {
         self.groups
             .fill(&groups, |n| mapped.contains(&n.to_lowercase()));
         // Remote group names compare case-insensitively, as in the original.
-        if let Some(g) = groups
+        let found = groups
             .into_iter()
-            .find(|g| g.name.to_lowercase() == remote_name.to_lowercase())
-        {
+            .find(|g| g.name.to_lowercase() == remote_name.to_lowercase());
+        if let Some(g) = &found {
             self.groups.put(remote_name, &g.api_id);
-            return Ok(g);
         }
-        if let Some(api_id) = self
-            .call(tally, Phase::Member, self.target.create_group(remote_name))
-            .await?
-        {
-            self.groups.put(remote_name, &api_id);
-            return Ok(RemoteGroup {
-                name: remote_name.to_string(),
-                api_id,
-            });
-        }
-        Err(TargetError::permanent(format!(
-            "target group `{remote_name}` does not exist on the target"
-        )))
+        Ok(found)
+    }
+
+    /// Forgets the cached group ID and lists the groups; `None` when the
+    /// group is gone (it is not created: for a removal there is nothing to do).
+    async fn refresh_group(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+    ) -> Step<Option<RemoteGroup>> {
+        self.groups.remove(remote_name);
+        self.find_group(tally, remote_name).await
     }
 
     // ------------------------------------------------------------ accounts
@@ -324,8 +390,9 @@ impl Engine {
             .await?
         {
             Created::New(id) => {
-                if let Some(id) = &id {
-                    self.accounts.put(&ctx.match_value, id);
+                match &id {
+                    Some(id) => self.accounts.put(&ctx.match_value, id),
+                    None => self.accounts.put_unnamed(&ctx.match_value),
                 }
                 Ok(format!("created {}", id.as_deref().unwrap_or("account")))
             }
@@ -345,8 +412,8 @@ impl Engine {
         }
     }
 
-    /// Updates an account whose ID came from the cache; a stale ID (404) is
-    /// dropped and the account looked up afresh.
+    /// Updates an account whose ID came from the cache; a stale ID (one the
+    /// target does not know) is dropped and the account looked up afresh.
     async fn update_known(
         &self,
         tally: &mut Tally,
@@ -355,12 +422,8 @@ impl Engine {
     ) -> Step<String> {
         match self.update(tally, ctx, &id).await {
             Ok(()) => Ok(format!("updated {id}")),
-            Err(e) if e.status == Some(404) => {
-                self.accounts.remove(&ctx.match_value);
-                match self
-                    .resolve_account(tally, Phase::Account, ctx, false)
-                    .await?
-                {
+            Err(e) if e.is_not_found() => {
+                match self.refresh_account(tally, Phase::Account, ctx).await? {
                     Some(fresh) => {
                         self.update(tally, ctx, &fresh).await?;
                         Ok(format!("updated {fresh}"))
@@ -377,21 +440,47 @@ impl Engine {
             .await
     }
 
-    async fn deprovision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<Option<String>> {
-        let Some(id) = self
-            .resolve_account(tally, Phase::Account, ctx, true)
+    async fn deprovision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<String> {
+        let Some((id, source)) = self
+            .resolve_account_from(tally, Phase::Account, ctx, true)
             .await?
         else {
-            return Ok(None);
+            return Ok("no such account; nothing to deprovision".into());
         };
-        self.call(
-            tally,
-            Phase::Account,
-            self.target.deprovision_account(&id, ctx),
-        )
-        .await?;
+        if self.deprovision_id(tally, ctx, &id).await? == Removal::Removed {
+            return Ok(format!("deprovisioned {id}"));
+        }
+        if source == Source::Cache {
+            // Absent under a cached ID: the account may have been deleted and
+            // created again since, under another ID that must go too.
+            if let Some(fresh) = self.refresh_account(tally, Phase::Account, ctx).await? {
+                self.accounts.remove(&ctx.match_value);
+                if fresh != id {
+                    self.deprovision_id(tally, ctx, &fresh).await?;
+                    return Ok(format!(
+                        "deprovisioned {fresh} (the cached ID {id} was stale)"
+                    ));
+                }
+            }
+        }
+        Ok(format!("{id} was already gone; nothing to deprovision"))
+    }
+
+    async fn deprovision_id(
+        &self,
+        tally: &mut Tally,
+        ctx: &SubjectContext,
+        id: &str,
+    ) -> Step<Removal> {
+        let removal = self
+            .call(
+                tally,
+                Phase::Account,
+                self.target.deprovision_account(id, ctx),
+            )
+            .await?;
         self.accounts.remove(&ctx.match_value);
-        Ok(Some(id))
+        Ok(removal)
     }
 
     /// Full account reconciliation: every listed subject provisioned, every
@@ -443,7 +532,7 @@ impl Engine {
                 .filter(|a| !wanted.contains(&a.match_value))
                 .collect()
         };
-        self.guard_removals("accounts", doomed.len(), managed.len())?;
+        self.guard_removals(event, "accounts", doomed.len(), managed.len())?;
 
         let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
         for ctx in &contexts {
@@ -473,7 +562,8 @@ impl Engine {
                     self.target.deprovision_account(&account.api_id, &ctx),
                 )
                 .await
-                .map(|()| {
+                // The ID is from this sync's listing: absent means gone.
+                .map(|_| {
                     self.accounts.remove(&account.match_value);
                     removed += 1;
                 });
@@ -495,15 +585,16 @@ impl Engine {
         remote_name: &str,
         ctx: &SubjectContext,
     ) -> Step<String> {
-        let group = self.resolve_group(tally, remote_name).await?;
-        let id = match self
-            .resolve_account(tally, Phase::Member, ctx, true)
+        let (mut group, mut group_source) = self.resolve_group(tally, remote_name).await?;
+        let (id, id_source) = match self
+            .resolve_account_from(tally, Phase::Member, ctx, true)
             .await?
         {
-            Some(id) => id,
+            Some(found) => found,
             None => {
                 tokio::time::sleep(self.target_group_retry_delay).await;
-                self.resolve_account(tally, Phase::Member, ctx, false)
+                let id = self
+                    .resolve_account(tally, Phase::Member, ctx, false)
                     .await?
                     .ok_or_else(|| {
                         TargetError::permanent(format!(
@@ -511,17 +602,15 @@ impl Engine {
                             ctx.match_value,
                             self.target_group_retry_delay.as_secs()
                         ))
-                    })?
+                    })?;
+                (id, Source::Target)
             }
         };
         if self.group_sync_strategy == GroupSyncStrategy::QueryFirst {
-            let members = self
-                .call(
-                    tally,
-                    Phase::Member,
-                    self.target.list_members(&group.api_id),
-                )
+            let (read, read_source, members) = self
+                .members_of(tally, remote_name, group, group_source)
                 .await?;
+            (group, group_source) = (read, read_source);
             if members.iter().any(|m| m.api_id == id) {
                 return Ok(format!("already a member of {remote_name}"));
             }
@@ -535,17 +624,27 @@ impl Engine {
             .await
         {
             Ok(()) => Ok(format!("added {id} to {remote_name}")),
-            // A 404 may mean a cached ID is stale (the account or the group
-            // was re-created): look both up afresh, and try once more if
-            // either changed.
-            Err(e) if e.status == Some(404) => {
-                self.accounts.remove(&ctx.match_value);
-                self.groups.remove(remote_name);
-                let fresh_group = self.resolve_group(tally, remote_name).await?;
-                let fresh = self
-                    .resolve_account(tally, Phase::Member, ctx, false)
-                    .await?
-                    .ok_or_else(|| e.clone())?;
+            // Not found may mean a cached ID is stale (the account or the
+            // group was re-created): look the cached ones up afresh, and try
+            // once more if either changed.
+            Err(e)
+                if e.is_not_found()
+                    && (group_source == Source::Cache || id_source == Source::Cache) =>
+            {
+                let fresh_group = match group_source {
+                    Source::Cache => {
+                        self.groups.remove(remote_name);
+                        self.resolve_group(tally, remote_name).await?.0
+                    }
+                    Source::Target => group.clone(),
+                };
+                let fresh = match id_source {
+                    Source::Cache => self
+                        .refresh_account(tally, Phase::Member, ctx)
+                        .await?
+                        .ok_or_else(|| e.clone())?,
+                    Source::Target => id.clone(),
+                };
                 if fresh == id && fresh_group.api_id == group.api_id {
                     return Err(e);
                 }
@@ -566,21 +665,83 @@ impl Engine {
         tally: &mut Tally,
         remote_name: &str,
         ctx: &SubjectContext,
-    ) -> Step<Option<String>> {
-        let group = self.resolve_group(tally, remote_name).await?;
-        let Some(id) = self
-            .resolve_account(tally, Phase::Member, ctx, true)
+    ) -> Step<String> {
+        let (group, group_source) = self.resolve_group(tally, remote_name).await?;
+        let Some((id, id_source)) = self
+            .resolve_account_from(tally, Phase::Member, ctx, true)
             .await?
         else {
-            return Ok(None);
+            return Ok("no such account; nothing to remove".into());
         };
+        if self.remove_one(tally, &group, &id, ctx).await? == Removal::Removed {
+            return Ok(format!("removed {id} from {remote_name}"));
+        }
+        // Absent under a cached ID proves nothing: the group or the account
+        // may have been deleted and created again, membership included, under
+        // a new ID. Look the cached ones up once more.
+        let fresh_group = match group_source {
+            Source::Cache => match self.refresh_group(tally, remote_name).await? {
+                Some(g) => g,
+                None => {
+                    return Ok(format!(
+                        "`{remote_name}` is gone from the target; nothing to remove"
+                    ))
+                }
+            },
+            Source::Target => group.clone(),
+        };
+        let fresh = match id_source {
+            Source::Cache => match self.refresh_account(tally, Phase::Member, ctx).await? {
+                Some(fresh) => fresh,
+                None => return Ok("no such account any more; nothing to remove".into()),
+            },
+            Source::Target => id.clone(),
+        };
+        if fresh == id && fresh_group.api_id == group.api_id {
+            return Ok(format!("{id} was not a member of {remote_name}"));
+        }
+        self.remove_one(tally, &fresh_group, &fresh, ctx).await?;
+        Ok(format!("removed {fresh} from {remote_name}"))
+    }
+
+    async fn remove_one(
+        &self,
+        tally: &mut Tally,
+        group: &RemoteGroup,
+        id: &str,
+        ctx: &SubjectContext,
+    ) -> Step<Removal> {
         self.call(
             tally,
             Phase::Member,
-            self.target.remove_member(&group, &id, ctx),
+            self.target.remove_member(group, id, ctx),
         )
-        .await?;
-        Ok(Some(format!("removed {id} from {remote_name}")))
+        .await
+    }
+
+    /// The group's members. A cached group ID the target does not know is
+    /// resolved once more (the group may have been re-created under a new
+    /// ID); the group actually read is returned with them.
+    async fn members_of(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+        group: RemoteGroup,
+        source: Source,
+    ) -> Step<(RemoteGroup, Source, Vec<RemoteAccount>)> {
+        match self.list_members(tally, &group).await {
+            Ok(members) => Ok((group, source, members)),
+            Err(e) if e.is_not_found() && source == Source::Cache => {
+                self.groups.remove(remote_name);
+                let (fresh, _) = self.resolve_group(tally, remote_name).await?;
+                if fresh.api_id == group.api_id {
+                    return Err(e);
+                }
+                let members = self.list_members(tally, &fresh).await?;
+                Ok((fresh, Source::Target, members))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes the remote group's members exactly the listed subjects (unmanaged
@@ -594,7 +755,7 @@ impl Engine {
         subjects: &[String],
         attributes: &BTreeMap<String, Attributes>,
     ) -> Step<String> {
-        let group = self.resolve_group(tally, remote_name).await?;
+        let (group, group_source) = self.resolve_group(tally, remote_name).await?;
         let empty = Attributes::new();
         let mut wanted = Vec::new();
         let mut wanted_matches = BTreeSet::new();
@@ -616,15 +777,44 @@ impl Engine {
             }
         }
 
-        let mut present: Option<Vec<RemoteAccount>> = None;
-        if self.group_sync_strategy == GroupSyncStrategy::QueryFirst {
-            present = Some(self.list_members(tally, &group).await?);
-        }
-        let present_matches: BTreeSet<String> = present
+        // Both strategies read the group before changing it: the members it
+        // has before the sync decide what is removed, and they are what the
+        // mass-deprovision guard counts against (after the adds of
+        // add-member-first the group would look up to twice as large), so the
+        // guard refuses before anything changes.
+        let (mut group, _, members) = self
+            .members_of(tally, remote_name, group, group_source)
+            .await?;
+        let to_remove: Vec<(ApiId, SubjectContext)> = members
             .iter()
-            .flatten()
-            .map(|m| m.match_value.clone())
+            .filter(|m| {
+                unmatched == 0
+                    && !wanted_matches.contains(&m.match_value)
+                    && !self.is_unmanaged(&m.match_value)
+            })
+            .map(|m| {
+                let ctx = SubjectContext {
+                    subject: m.match_value.clone(),
+                    match_value: m.match_value.clone(),
+                    attributes: Attributes::new(),
+                    actor: event.actor.clone(),
+                };
+                (m.api_id.clone(), ctx)
+            })
             .collect();
+        let managed = members
+            .iter()
+            .filter(|m| !self.is_unmanaged(&m.match_value))
+            .count();
+        self.guard_removals(event, "members", to_remove.len(), managed)?;
+
+        // add-member-first adds every listed subject, present or not.
+        let present_matches: BTreeSet<String> = match self.group_sync_strategy {
+            GroupSyncStrategy::QueryFirst => {
+                members.iter().map(|m| m.match_value.clone()).collect()
+            }
+            GroupSyncStrategy::AddMemberFirst => BTreeSet::new(),
+        };
 
         // Many unknown IDs: one account listing is cheaper than a look-up each
         // (1,000 members are ~10 pages, not 1,000 calls). Targets without a
@@ -678,47 +868,45 @@ impl Engine {
             }
         }
 
-        let members = match present {
-            Some(p) => p,
-            None => self.list_members(tally, &group).await?,
-        };
-        let to_remove: Vec<(ApiId, SubjectContext)> = members
-            .iter()
-            .filter(|m| {
-                unmatched == 0
-                    && !wanted_matches.contains(&m.match_value)
-                    && !self.is_unmanaged(&m.match_value)
-            })
-            .map(|m| {
-                let ctx = SubjectContext {
-                    subject: m.match_value.clone(),
-                    match_value: m.match_value.clone(),
-                    attributes: Attributes::new(),
-                    actor: event.actor.clone(),
-                };
-                (m.api_id.clone(), ctx)
-            })
-            .collect();
-        // The share is of the managed members as listed: before the adds with
-        // query-first, after them with add-member-first.
-        let managed = members
-            .iter()
-            .filter(|m| !self.is_unmanaged(&m.match_value))
-            .count();
-        self.guard_removals("members", to_remove.len(), managed)?;
-        let mut removed = 0usize;
+        let (mut removed, mut gone) = (0usize, 0usize);
+        let mut group_rechecked = false;
         for chunk in to_remove.chunks(batch) {
-            let result = self
+            let mut result = self
                 .call(
                     tally,
                     Phase::Member,
                     self.target.remove_members(&group, chunk),
                 )
-                .await
-                .map(|()| removed += chunk.len());
+                .await;
+            // A batch absent as a whole may mean the group itself was deleted
+            // and created again since it was read: look it up, once per sync.
+            if matches!(result, Ok(Removal::Absent)) && !group_rechecked {
+                group_rechecked = true;
+                match self.refresh_group(tally, remote_name).await {
+                    Ok(Some(fresh)) if fresh.api_id != group.api_id => {
+                        group = fresh;
+                        result = self
+                            .call(
+                                tally,
+                                Phase::Member,
+                                self.target.remove_members(&group, chunk),
+                            )
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+            let result = result.map(|removal| match removal {
+                Removal::Removed => removed += chunk.len(),
+                Removal::Absent => gone += chunk.len(),
+            });
             collect(result, &batch_label(chunk), &mut failures)?;
         }
         let mut detail = format!("group sync {remote_name}: {added} added, {removed} removed");
+        if gone > 0 {
+            detail.push_str(&format!(", {gone} already gone"));
+        }
         if !missing.is_empty() {
             detail.push_str(&format!(
                 ", {} without an account on the target: {}",
@@ -774,18 +962,12 @@ impl Engine {
                     (None, Action::Add | Action::Update) => {
                         self.provision(tally, &ctx).await.map(applied)
                     }
-                    (None, Action::Delete) => Ok(match self.deprovision(tally, &ctx).await? {
-                        Some(id) => applied(format!("deprovisioned {id}")),
-                        None => applied("no such account; nothing to deprovision".into()),
-                    }),
+                    (None, Action::Delete) => self.deprovision(tally, &ctx).await.map(applied),
                     (Some(g), Action::Add | Action::Update) => {
                         self.add_member(tally, g, &ctx).await.map(applied)
                     }
                     (Some(g), Action::Delete) => {
-                        Ok(match self.remove_member(tally, g, &ctx).await? {
-                            Some(d) => applied(d),
-                            None => applied("no such account; nothing to remove".into()),
-                        })
+                        self.remove_member(tally, g, &ctx).await.map(applied)
                     }
                     (_, Action::MembershipSync) => {
                         Err(TargetError::permanent("membership_sync needs `subjects`"))
@@ -811,20 +993,56 @@ impl Engine {
 
 impl Engine {
     /// The mass-deprovision guard: refuses a sync that would remove more than
-    /// the configured share of the managed remote entries.
-    fn guard_removals(&self, what: &str, removing: usize, managed: usize) -> Step<()> {
-        if managed < self.removal_guard_min || removing == 0 {
+    /// the configured share of the managed remote entries (from
+    /// `removal_guard_min` entries on), or more than `max_removals` of them
+    /// however many there are. An operator who re-queued the event with
+    /// `--allow-removals` has looked at the numbers: the sync proceeds, loudly.
+    fn guard_removals(
+        &self,
+        event: &Event,
+        what: &str,
+        removing: usize,
+        managed: usize,
+    ) -> Step<()> {
+        if removing == 0 {
             return Ok(());
         }
-        let share = removing as f64 / managed as f64;
-        if share > self.max_removal_share {
-            return Err(TargetError::permanent(format!(
-                "refused by the mass-deprovision guard: this sync would remove {removing} of {managed} {what} ({:.0}%, more than max_removal_share = {}); nothing was removed. If this is intended, raise max_removal_share and re-queue the event",
-                share * 100.0,
-                self.max_removal_share
-            )));
+        let share = removing as f64 / managed.max(1) as f64;
+        let mut exceeded = Vec::new();
+        if managed >= self.removal_guard_min && share > self.max_removal_share {
+            exceeded.push(("max_removal_share", self.max_removal_share.to_string()));
         }
-        Ok(())
+        if self.max_removals > 0 && removing > self.max_removals {
+            exceeded.push(("max_removals", self.max_removals.to_string()));
+        }
+        if exceeded.is_empty() {
+            return Ok(());
+        }
+        if event.allow_removals {
+            tracing::warn!(
+                provisioner = %self.name,
+                event_id = %event.id,
+                entries = what,
+                removing,
+                managed,
+                max_removal_share = self.max_removal_share,
+                max_removals = self.max_removals,
+                "mass-deprovision guard overridden by operator: removing {removing} of {managed} {what}"
+            );
+            return Ok(());
+        }
+        let limits: Vec<String> = exceeded
+            .iter()
+            .map(|(key, value)| format!("more than {key} = {value}"))
+            .collect();
+        let keys: Vec<&str> = exceeded.iter().map(|(key, _)| *key).collect();
+        Err(TargetError::permanent(format!(
+            "refused by the mass-deprovision guard: this sync would remove {removing} of {managed} {what} ({:.0}%, {}); nothing was removed. If the removal is intended, raise {} in the provisioner's configuration, or re-queue this event with `provisioner dead-letters requeue --provisioner {} --allow-removals`",
+            share * 100.0,
+            limits.join(" and "),
+            keys.join(" and "),
+            self.name
+        )))
     }
 }
 

@@ -12,7 +12,11 @@
 //! - create answers `AlreadyExists` when an account with the match value exists
 //!   (unless `accept_duplicate_accounts`), update of an unknown API ID answers
 //!   404, add_member of an unknown account answers 404;
-//! - failures can be injected per call string (transient 503, permanent 400).
+//! - failures can be injected per call string (transient 503, permanent 400);
+//! - like the adapters, a removal of something already gone (an unknown
+//!   account, a non-member, an unknown group) answers "absent", not an error;
+//! - with `batching(n)`, member changes go out as `add_members`/`remove_members`
+//!   calls naming every API ID of the batch (`"remove_members g-staff u-a u-b"`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,7 +33,7 @@ use super::{ApplyError, Engine, Outcome, OutcomeStatus, Provisioner};
 use crate::config::ProvisionerConfig;
 use crate::event::{Attributes, Event};
 use crate::target::{
-    ApiId, Created, RemoteAccount, RemoteGroup, SubjectContext, TargetApi, TargetError,
+    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
     TargetResult,
 };
 
@@ -88,6 +92,14 @@ impl State {
     fn group_by_id(&mut self, group_id: &str) -> Option<&mut Group> {
         self.groups.values_mut().find(|g| g.api_id == group_id)
     }
+
+    /// Removes members of a group; how many were members (0 also when the
+    /// group does not exist).
+    fn remove_members(&mut self, group_id: &str, ids: &[&str]) -> usize {
+        self.group_by_id(group_id)
+            .map(|g| ids.iter().filter(|id| g.members.remove(**id)).count())
+            .unwrap_or(0)
+    }
 }
 
 /// How an injected failure fails.
@@ -105,6 +117,10 @@ struct Injected {
     remaining: Option<usize>,
 }
 
+/// An out-of-band change made when a given call arrives, before the call sees
+/// the state: what another worker or an administrator does meanwhile.
+type Hook = Box<dyn FnOnce(&MemoryTarget) + Send>;
+
 /// The simulated target.
 struct MemoryTarget {
     state: Mutex<State>,
@@ -117,6 +133,13 @@ struct MemoryTarget {
     reject_duplicate_members: bool,
     /// Match value from the first `mail` attribute instead of the subject.
     match_from_mail: bool,
+    /// A create that answers without naming the new account's API ID.
+    create_without_id: bool,
+    /// Members changed per `add_members`/`remove_members` call (1: one by one).
+    batch_size: usize,
+    /// How long list_accounts takes after it has read the accounts.
+    listing_delay: Duration,
+    hooks: Mutex<HashMap<String, Hook>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,7 +155,27 @@ impl MemoryTarget {
             accept_duplicate_accounts: false,
             reject_duplicate_members: false,
             match_from_mail: false,
+            create_without_id: false,
+            batch_size: 1,
+            listing_delay: Duration::ZERO,
+            hooks: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn creating_without_ids(mut self) -> Self {
+        self.create_without_id = true;
+        self
+    }
+
+    fn batching(mut self, size: usize) -> Self {
+        self.batch_size = size;
+        self
+    }
+
+    /// list_accounts reads the accounts at once, then takes `delay` to answer.
+    fn with_slow_listing(mut self, delay: Duration) -> Self {
+        self.listing_delay = delay;
+        self
     }
 
     fn accepting_duplicate_accounts(mut self) -> Self {
@@ -205,6 +248,49 @@ impl MemoryTarget {
                 remaining: Some(1),
             },
         );
+    }
+
+    /// Runs `change` once, when the call `call` arrives (before it is answered).
+    fn before_call(&self, call: &str, change: impl FnOnce(&MemoryTarget) + Send + 'static) {
+        lock(&self.hooks).insert(call.to_string(), Box::new(change));
+    }
+
+    /// Out-of-band change: group `name` is deleted and created again under
+    /// `api_id`, with the accounts of the given match values as members.
+    fn recreate_group<S: AsRef<str>>(
+        &self,
+        name: &str,
+        api_id: &str,
+        members: impl IntoIterator<Item = S>,
+    ) {
+        let mut s = lock(&self.state);
+        let ids = members
+            .into_iter()
+            .map(|m| {
+                s.id_of(m.as_ref())
+                    .unwrap_or_else(|| panic!("no account {}", m.as_ref()))
+            })
+            .collect();
+        s.groups.insert(
+            name.to_string(),
+            Group {
+                api_id: api_id.to_string(),
+                members: ids,
+            },
+        );
+    }
+
+    /// Out-of-band change: the account of `match_value` joins group `name`.
+    fn join_group(&self, name: &str, match_value: &str) {
+        let mut s = lock(&self.state);
+        let id = s
+            .id_of(match_value)
+            .unwrap_or_else(|| panic!("no account {match_value}"));
+        s.groups
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no group {name}"))
+            .members
+            .insert(id);
     }
 
     /// Out-of-band change (not a recorded call): an account appears.
@@ -316,6 +402,10 @@ impl MemoryTarget {
     /// Records a call and answers an injected failure if there is one.
     fn record(&self, call: String) -> TargetResult<()> {
         lock(&self.calls).push((call.clone(), Instant::now()));
+        let hook = lock(&self.hooks).remove(&call);
+        if let Some(change) = hook {
+            change(self);
+        }
         let mut failures = lock(&self.failures);
         let Some(inj) = failures.get_mut(&call) else {
             return Ok(());
@@ -331,6 +421,15 @@ impl MemoryTarget {
             Fail::Transient => TargetError::from_status(&op, 503, "service unavailable", None),
             Fail::Permanent => TargetError::from_status(&op, 400, "invalid value", None),
         })
+    }
+}
+
+/// Absent when none of the members was there.
+fn removal(members_removed: usize) -> Removal {
+    if members_removed == 0 {
+        Removal::Absent
+    } else {
+        Removal::Removed
     }
 }
 
@@ -382,7 +481,7 @@ impl TargetApi for MemoryTarget {
                 attributes: ctx.attributes.clone(),
             },
         );
-        Ok(Created::New(Some(id)))
+        Ok(Created::New((!self.create_without_id).then_some(id)))
     }
 
     async fn update_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
@@ -396,27 +495,39 @@ impl TargetApi for MemoryTarget {
         }
     }
 
-    async fn deprovision_account(&self, api_id: &str, _ctx: &SubjectContext) -> TargetResult<()> {
+    async fn deprovision_account(
+        &self,
+        api_id: &str,
+        _ctx: &SubjectContext,
+    ) -> TargetResult<Removal> {
         self.record(format!("deprovision {api_id}"))?;
         let mut s = lock(&self.state);
-        s.accounts.remove(api_id);
+        if s.accounts.remove(api_id).is_none() {
+            return Ok(Removal::Absent);
+        }
         for g in s.groups.values_mut() {
             g.members.remove(api_id);
         }
-        Ok(())
+        Ok(Removal::Removed)
     }
 
     async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
         self.record("list_accounts".into())?;
-        let s = lock(&self.state);
-        Ok(s.accounts
-            .iter()
-            .filter(|(_, a)| !s.hidden.contains(&a.match_value))
-            .map(|(id, a)| RemoteAccount {
-                api_id: id.clone(),
-                match_value: a.match_value.clone(),
-            })
-            .collect())
+        let listed: Vec<RemoteAccount> = {
+            let s = lock(&self.state);
+            s.accounts
+                .iter()
+                .filter(|(_, a)| !s.hidden.contains(&a.match_value))
+                .map(|(id, a)| RemoteAccount {
+                    api_id: id.clone(),
+                    match_value: a.match_value.clone(),
+                })
+                .collect()
+        };
+        if !self.listing_delay.is_zero() {
+            tokio::time::sleep(self.listing_delay).await;
+        }
+        Ok(listed)
     }
 
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {
@@ -486,14 +597,60 @@ impl TargetApi for MemoryTarget {
         group: &RemoteGroup,
         api_id: &str,
         _ctx: &SubjectContext,
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
         self.record(format!("remove_member {} {api_id}", group.api_id))?;
+        Ok(removal(
+            lock(&self.state).remove_members(&group.api_id, &[api_id]),
+        ))
+    }
+
+    async fn add_members(
+        &self,
+        group: &RemoteGroup,
+        members: &[(ApiId, SubjectContext)],
+    ) -> TargetResult<()> {
+        if self.batch_size <= 1 {
+            for (api_id, ctx) in members {
+                self.add_member(group, api_id, ctx).await?;
+            }
+            return Ok(());
+        }
+        let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+        self.record(format!("add_members {} {}", group.api_id, ids.join(" ")))?;
         let mut s = lock(&self.state);
+        if ids.iter().any(|id| !s.accounts.contains_key(*id)) {
+            return Err(not_found("add_members"));
+        }
         let g = s
             .group_by_id(&group.api_id)
-            .ok_or_else(|| not_found("remove_member"))?;
-        g.members.remove(api_id);
+            .ok_or_else(|| not_found("add_members"))?;
+        g.members.extend(ids.iter().map(|id| id.to_string()));
         Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        group: &RemoteGroup,
+        members: &[(ApiId, SubjectContext)],
+    ) -> TargetResult<Removal> {
+        if self.batch_size <= 1 {
+            let mut outcome = Removal::Absent;
+            for (api_id, ctx) in members {
+                if self.remove_member(group, api_id, ctx).await? == Removal::Removed {
+                    outcome = Removal::Removed;
+                }
+            }
+            return Ok(outcome);
+        }
+        let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+        self.record(format!("remove_members {} {}", group.api_id, ids.join(" ")))?;
+        Ok(removal(
+            lock(&self.state).remove_members(&group.api_id, &ids),
+        ))
+    }
+
+    fn member_batch_size(&self) -> usize {
+        self.batch_size
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{ApiId, Created, RemoteAccount, RemoteGroup, SubjectContext, TargetApi, TargetResult};
+use super::{
+    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetResult,
+};
 use crate::event::Attributes;
 
 /// The writes a dry run would have made, in order.
@@ -66,12 +68,16 @@ impl TargetApi for DryRunTarget {
         Ok(())
     }
 
-    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
+    async fn deprovision_account(
+        &self,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<Removal> {
         self.log.push(format!(
             "deprovision account {api_id} (`{}`)",
             ctx.match_value
         ));
-        Ok(())
+        Ok(Removal::Removed)
     }
 
     async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
@@ -111,12 +117,12 @@ impl TargetApi for DryRunTarget {
         group: &RemoteGroup,
         api_id: &str,
         ctx: &SubjectContext,
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
         self.log.push(format!(
             "remove {api_id} (`{}`) from group `{}`",
             ctx.match_value, group.name
         ));
-        Ok(())
+        Ok(Removal::Removed)
     }
 
     fn member_batch_size(&self) -> usize {

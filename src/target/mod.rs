@@ -52,6 +52,18 @@ pub enum Created {
     AlreadyExists,
 }
 
+/// What a removal (a deprovision, a member taken out of a group) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// It was there and is gone now.
+    Removed,
+    /// The target answered that there was nothing to remove under that ID;
+    /// each kind decides which answers mean that. An ID that has gone stale
+    /// gets the same answer as an account or membership that is really gone,
+    /// so the engine, which knows where the ID came from, decides which it is.
+    Absent,
+}
+
 /// Whether a failure may go away by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
@@ -133,6 +145,12 @@ impl TargetError {
     pub fn is_transient(&self) -> bool {
         self.class == FailureClass::Transient
     }
+
+    /// The target says the resource the call addressed (an account or a group,
+    /// by API ID) does not exist: a cached ID may have gone stale.
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
 }
 
 pub type TargetResult<T> = Result<T, TargetError>;
@@ -154,8 +172,13 @@ pub trait TargetApi: Send + Sync {
 
     async fn update_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()>;
 
-    /// Removes or disables the account; an account already gone is success.
-    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()>;
+    /// Removes or disables the account; an account not there is
+    /// [`Removal::Absent`], not an error.
+    async fn deprovision_account(
+        &self,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<Removal>;
 
     /// Every remote account with its match value.
     async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>>;
@@ -191,24 +214,30 @@ pub trait TargetApi: Send + Sync {
         Ok(())
     }
 
-    /// Removes a member; a member already gone is success.
+    /// Removes a member; a member (or a group) not there is
+    /// [`Removal::Absent`], not an error.
     async fn remove_member(
         &self,
         group: &RemoteGroup,
         api_id: &str,
         ctx: &SubjectContext,
-    ) -> TargetResult<()>;
+    ) -> TargetResult<Removal>;
 
     /// Removes several members; kinds that can batch override this.
+    /// [`Removal::Absent`] only when the target said so of every member (an
+    /// empty batch included): a group that is gone answers that way.
     async fn remove_members(
         &self,
         group: &RemoteGroup,
         members: &[(ApiId, SubjectContext)],
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
+        let mut outcome = Removal::Absent;
         for (api_id, ctx) in members {
-            self.remove_member(group, api_id, ctx).await?;
+            if self.remove_member(group, api_id, ctx).await? == Removal::Removed {
+                outcome = Removal::Removed;
+            }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// A read that shows whether the target answers at all, for probing a

@@ -225,3 +225,55 @@ async fn applying_the_same_delete_twice_leaves_the_same_state() {
     assert_eq!(applied(&e, &t, &ev).await, ["lookup jdoe"]);
     assert_eq!(t.snapshot(), first);
 }
+
+#[tokio::test]
+async fn a_stale_cached_id_in_a_delete_is_looked_up_again_and_the_fresh_account_deprovisioned() {
+    let t = MemoryTarget::new().arc();
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", PG, "jdoe")).await,
+        ["lookup jdoe", "create jdoe"]
+    );
+    // Deleted and re-created out of band (or by another worker) under a new ID.
+    t.remove_account("jdoe");
+    t.insert_account_with_id("jdoe", "u-jdoe-new");
+    // The cached ID is absent, which proves nothing about the account itself.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "jdoe")).await,
+        [
+            "deprovision u-jdoe",
+            "lookup jdoe",
+            "deprovision u-jdoe-new"
+        ]
+    );
+    assert!(t.account_list().is_empty(), "{:?}", t.account_list());
+}
+
+#[tokio::test]
+async fn a_delete_whose_cached_account_is_gone_looks_once_more_and_is_done() {
+    let t = MemoryTarget::new().arc();
+    let e = engine(&cfg(""), &t);
+    applied(&e, &t, &one("add", PG, "jdoe")).await;
+    t.remove_account("jdoe");
+    let (outcome, calls) = ok(&e, &t, &bare("delete", PG, "jdoe")).await;
+    assert_eq!(calls, ["deprovision u-jdoe", "lookup jdoe"]);
+    assert_eq!(outcome.status, OutcomeStatus::Applied);
+    assert!(outcome.detail.contains("already gone"), "{outcome:?}");
+    // Forgotten: the next delete asks the target.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "jdoe")).await,
+        ["lookup jdoe"]
+    );
+}
+
+#[tokio::test]
+async fn an_absent_answer_on_an_id_just_looked_up_is_final() {
+    let t = MemoryTarget::new().with_accounts(["jdoe"]).arc();
+    // Someone else deletes the account between the look-up and the deprovision.
+    t.before_call("deprovision u-jdoe", |t| t.remove_account("jdoe"));
+    let e = engine(&cfg(""), &t);
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "jdoe")).await,
+        ["lookup jdoe", "deprovision u-jdoe"]
+    );
+}

@@ -176,3 +176,55 @@ async fn the_cache_is_a_bounded_lru() {
         ["lookup b", "update u-b"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_account_created_without_an_id_is_not_absent_within_the_validity_period() {
+    // A target whose create answers without the new account's ID.
+    let t = MemoryTarget::new()
+        .creating_without_ids()
+        .with_accounts(["alice"])
+        .arc();
+    let e = engine(&cfg("account_cache_validity_period = 60"), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", PG, "bob")).await,
+        ["list_accounts", "create bob"]
+    );
+    // bob exists, only his ID is unknown: ask.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "bob")).await,
+        ["lookup bob", "deprovision u-bob"]
+    );
+    assert_eq!(t.account_list(), ["alice"]);
+    // Other misses are still trusted.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "carol")).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_cached_while_a_listing_runs_survives_the_prefill() {
+    let t = MemoryTarget::new()
+        .with_slow_listing(Duration::from_secs(10))
+        .arc();
+    let e = engine(
+        &cfg("account_cache_validity_period = 600\nprovision_strategy = \"create-first\""),
+        &t,
+    );
+    // A delete starts the prefill; while its listing runs, bob is created
+    // (create-first needs no listing) and his ID cached.
+    let ghost = bare("delete", PG, "ghost");
+    let (first, second) = tokio::join!(e.apply(&ghost), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        e.apply(&one("add", PG, "bob")).await
+    });
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(t.take_calls(), ["list_accounts", "create bob"]);
+    // The listing began before bob existed; his ID must not be lost with it.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", PG, "bob")).await,
+        ["deprovision u-bob"]
+    );
+    assert!(t.account_list().is_empty(), "{:?}", t.account_list());
+}

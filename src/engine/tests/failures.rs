@@ -130,6 +130,7 @@ async fn a_permanent_failure_in_a_group_sync_does_not_stop_the_other_subjects() 
         calls,
         [
             "list_groups",
+            "list_members g-staff",
             "lookup alice",
             "add_member g-staff u-alice",
             "lookup bob",
@@ -137,7 +138,6 @@ async fn a_permanent_failure_in_a_group_sync_does_not_stop_the_other_subjects() 
             "lookup carol",
             "lookup dave",
             "add_member g-staff u-dave",
-            "list_members g-staff",
             "remove_member g-staff u-zed"
         ]
     );
@@ -162,7 +162,12 @@ async fn a_transient_failure_in_a_group_sync_stops_it() {
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(
         calls,
-        ["list_groups", "lookup alice", "add_member g-staff u-alice"]
+        [
+            "list_groups",
+            "list_members g-staff",
+            "lookup alice",
+            "add_member g-staff u-alice"
+        ]
     );
     assert_eq!(t.members("Staff"), set(["zed"]));
 }
@@ -204,11 +209,9 @@ async fn a_subject_without_a_match_value_does_not_stop_a_group_sync() {
         "attributes": {"alice": {"mail": ["alice@example.edu"]},
                        "carol": {"mail": ["carol@example.edu"]}}}));
     let (err, mut calls) = failed(&e, &t, &ev).await;
-    // Whether the removal phase still lists the members (there are none to
-    // remove) is left open: bob's account could not be recognised.
-    if calls.last().map(String::as_str) == Some("list_members g-staff") {
-        calls.pop();
-    }
+    // Whether the sync still reads the members (none can be removed: bob's
+    // account could not be recognised) is left open.
+    calls.retain(|c| c != "list_members g-staff");
     assert_eq!(
         calls,
         [

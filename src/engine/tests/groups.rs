@@ -183,8 +183,7 @@ async fn a_stale_cached_id_in_a_group_add_is_looked_up_again() {
         [
             "list_groups",
             "add_member g-staff u-carol",
-            // Either ID may be stale: the group is listed again, the account looked up.
-            "list_groups",
+            // Only the cached ID may be stale: the group was listed just now.
             "lookup carol",
             "add_member g-staff u-carol-new"
         ]
@@ -236,4 +235,132 @@ async fn target_group_cache_size_bounds_the_cached_group_ids() {
     assert_eq!(calls_for(engine(&both(2), &t), t.clone()).await, 1);
     // Room for one: alternating groups evict each other, so each event lists again.
     assert_eq!(calls_for(engine(&both(1), &t), t.clone()).await, 4);
+}
+
+#[tokio::test]
+async fn a_group_recreated_out_of_band_loses_the_member_on_delete() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    // Caches the group's ID.
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "alice")).await,
+        ["list_groups", "lookup alice", "add_member g-staff u-alice"]
+    );
+    t.recreate_group("Staff", "g-staff-2", ["alice", "bob"]);
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "bob")).await,
+        [
+            "lookup bob",
+            "remove_member g-staff u-bob",
+            // Absent from the cached group ID: which group is `Staff` now?
+            "list_groups",
+            "remove_member g-staff-2 u-bob"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice"]));
+    // The fresh group ID is the cached one from now on.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "alice")).await,
+        ["remove_member g-staff-2 u-alice"]
+    );
+    assert!(t.members("Staff").is_empty());
+}
+
+#[tokio::test]
+async fn an_account_recreated_out_of_band_loses_its_membership_on_delete() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    // Caches the group's and bob's IDs.
+    applied(&e, &t, &one("add", STAFF, "bob")).await;
+    t.remove_account("bob");
+    t.insert_account_with_id("bob", "u-bob-new");
+    t.join_group("Staff", "bob");
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "bob")).await,
+        [
+            "remove_member g-staff u-bob",
+            // Both IDs came from the cache: both are looked up once more.
+            "list_groups",
+            "lookup bob",
+            "remove_member g-staff u-bob-new"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice"]));
+    // Not a member any more, under IDs that are still right: done.
+    assert_eq!(
+        applied(&e, &t, &bare("delete", STAFF, "bob")).await,
+        [
+            "remove_member g-staff u-bob-new",
+            "list_groups",
+            "lookup bob"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice"]));
+}
+
+#[tokio::test]
+async fn query_first_reads_a_group_recreated_out_of_band_under_its_new_id() {
+    let t = staff_target().rejecting_duplicate_members().arc();
+    let e = engine(&cfg("group_sync_strategy = \"query-first\""), &t);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "alice")).await,
+        ["list_groups", "lookup alice", "list_members g-staff"]
+    );
+    t.recreate_group("Staff", "g-staff-2", ["alice"]);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "bob")).await,
+        [
+            "lookup bob",
+            "list_members g-staff",
+            "list_groups",
+            "list_members g-staff-2",
+            "add_member g-staff-2 u-bob"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice", "bob"]));
+}
+
+#[tokio::test]
+async fn a_removal_batch_absent_as_a_whole_looks_the_group_up_again() {
+    let t = MemoryTarget::new()
+        .with_accounts(["alice", "bob", "carol"])
+        .with_group("Staff", ["alice", "bob", "carol"])
+        .batching(10)
+        .arc();
+    // The group is deleted and re-created (members and all) between the
+    // sync's read of the group and its removals.
+    t.before_call("remove_members g-staff u-bob u-carol", |t| {
+        t.recreate_group("Staff", "g-staff-2", ["alice", "bob", "carol"])
+    });
+    let e = engine(&cfg("group_sync_strategy = \"query-first\""), &t);
+    assert_eq!(
+        applied(&e, &t, &sync(STAFF, ["alice"])).await,
+        [
+            "list_groups",
+            "list_members g-staff",
+            "remove_members g-staff u-bob u-carol",
+            "list_groups",
+            "remove_members g-staff-2 u-bob u-carol"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice"]));
+}
+
+#[tokio::test]
+async fn an_add_to_a_group_recreated_out_of_band_goes_to_its_new_id() {
+    let t = staff_target().arc();
+    let e = engine(&cfg(""), &t);
+    applied(&e, &t, &one("add", STAFF, "alice")).await;
+    t.recreate_group("Staff", "g-staff-2", ["alice"]);
+    assert_eq!(
+        applied(&e, &t, &one("add", STAFF, "bob")).await,
+        [
+            "lookup bob",
+            "add_member g-staff u-bob",
+            // Only the group's ID came from the cache; bob's was just looked up.
+            "list_groups",
+            "add_member g-staff-2 u-bob"
+        ]
+    );
+    assert_eq!(t.members("Staff"), set(["alice", "bob"]));
 }

@@ -44,13 +44,13 @@ async fn group_sync_calls_are_spaced_by_the_member_rate_limit() {
         calls,
         [
             "list_groups",
+            "list_members g-staff",
             "lookup a",
             "add_member g-staff u-a",
             "lookup b",
             "add_member g-staff u-b",
             "lookup c",
             "add_member g-staff u-c",
-            "list_members g-staff",
             "remove_member g-staff u-x",
             "remove_member g-staff u-y"
         ]

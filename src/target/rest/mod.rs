@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value as Json;
 
 use super::{
-    ApiId, Created, RemoteAccount, RemoteGroup, SubjectContext, TargetApi, TargetError,
+    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
     TargetResult,
 };
 use crate::event::Attributes;
@@ -341,14 +341,19 @@ impl TargetApi for RestTarget {
         }
     }
 
-    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
+    async fn deprovision_account(
+        &self,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<Removal> {
         let op = self.op(&self.config.accounts.deprovision, "accounts.deprovision")?;
         let vars = Vars {
             api_id: Some(api_id),
             ..Self::subject_vars(ctx)
         };
         match self.call(op, &vars).await? {
-            Answer::Ok(_) | Answer::Absent => Ok(()),
+            Answer::Ok(_) => Ok(Removal::Removed),
+            Answer::Absent => Ok(Removal::Absent),
             Answer::Exists => Err(unexpected(op)),
         }
     }
@@ -449,7 +454,7 @@ impl TargetApi for RestTarget {
         group: &RemoteGroup,
         api_id: &str,
         ctx: &SubjectContext,
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
         let op = self.op(&self.config.groups.remove_member, "groups.remove_member")?;
         let vars = Vars {
             api_id: Some(api_id),
@@ -458,7 +463,8 @@ impl TargetApi for RestTarget {
             ..Self::subject_vars(ctx)
         };
         match self.call(op, &vars).await? {
-            Answer::Ok(_) | Answer::Absent => Ok(()),
+            Answer::Ok(_) => Ok(Removal::Removed),
+            Answer::Absent => Ok(Removal::Absent),
             Answer::Exists => Err(unexpected(op)),
         }
     }

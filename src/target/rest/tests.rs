@@ -10,7 +10,9 @@ use super::mapping::{self, Vars};
 use super::RestTarget;
 use crate::config::{parse_provisioner, ConfigError, KindConfig, ProvisionerConfig};
 use crate::http::HttpClient;
-use crate::target::{Created, FailureClass, RemoteAccount, RemoteGroup, SubjectContext, TargetApi};
+use crate::target::{
+    Created, FailureClass, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+};
 
 /// SPEC §4's example, exactly as written there.
 const SPEC_EXAMPLE: &str = r#"
@@ -894,8 +896,15 @@ async fn update_and_deprovision_address_the_api_id() {
         matches!(&gone, Some(e) if e.status == Some(404)),
         "{gone:?}"
     );
-    assert!(t.deprovision_account("u/1", &ctx).await.is_ok());
-    assert!(t.deprovision_account("gone", &ctx).await.is_ok());
+    // A 404 (the operation's `absent`) is no error, but the engine is told.
+    assert_eq!(
+        t.deprovision_account("u/1", &ctx).await.ok(),
+        Some(Removal::Removed)
+    );
+    assert_eq!(
+        t.deprovision_account("gone", &ctx).await.ok(),
+        Some(Removal::Absent)
+    );
     let locked = t.deprovision_account("locked", &ctx).await.err();
     assert!(
         matches!(&locked, Some(e) if e.class == FailureClass::Permanent && e.status == Some(403)),
@@ -1270,8 +1279,14 @@ async fn members_are_added_and_removed() {
         matches!(&busy, Some(e) if e.is_transient() && e.status == Some(429)),
         "{busy:?}"
     );
-    assert!(t.remove_member(&staff(), "u1", &ctx).await.is_ok());
-    assert!(t.remove_member(&staff(), "u2", &ctx).await.is_ok());
+    assert_eq!(
+        t.remove_member(&staff(), "u1", &ctx).await.ok(),
+        Some(Removal::Removed)
+    );
+    assert_eq!(
+        t.remove_member(&staff(), "u2", &ctx).await.ok(),
+        Some(Removal::Absent)
+    );
     let members = json!({"members": [{"id": "u1"}]});
     assert_eq!(
         received(&f).await,

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{
-    ApiId, Created, RemoteAccount, RemoteGroup, SubjectContext, TargetApi, TargetError,
+    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
     TargetResult,
 };
 use crate::event::Attributes;
@@ -355,7 +355,9 @@ impl ScimTarget {
         actor: Option<&str>,
     ) -> TargetResult<()> {
         for batch in ids.chunks(self.config.member_batch_size.max(1)) {
-            if !self.patch_members(group, batch, true, actor).await? {
+            if self.patch_members(group, batch, true, actor).await? == Patched::AlreadySo
+                && batch.len() > 1
+            {
                 for id in batch {
                     self.patch_members(group, &[*id], true, actor).await?;
                 }
@@ -365,34 +367,42 @@ impl ScimTarget {
     }
 
     /// Removes members with one PATCH per batch (one `remove` operation per
-    /// member). A member already gone (404 / `noTarget`) is success; a batch
-    /// refused for that reason is retried member by member.
+    /// member). A member already gone (404 / `noTarget`) is not an error; a
+    /// batch refused for that reason is retried member by member, so that the
+    /// others still get out. [`Removal::Absent`] when every member was gone.
     async fn remove_ids(
         &self,
         group: &RemoteGroup,
         ids: &[&str],
         actor: Option<&str>,
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
+        let mut outcome = Removal::Absent;
         for batch in ids.chunks(self.config.member_batch_size.max(1)) {
-            if !self.patch_members(group, batch, false, actor).await? {
+            let mut patched = self.patch_members(group, batch, false, actor).await?;
+            if patched == Patched::AlreadySo && batch.len() > 1 {
                 for id in batch {
-                    self.patch_members(group, &[*id], false, actor).await?;
+                    if self.patch_members(group, &[*id], false, actor).await? == Patched::Done {
+                        patched = Patched::Done;
+                    }
                 }
             }
+            if patched == Patched::Done {
+                outcome = Removal::Removed;
+            }
         }
-        Ok(())
+        Ok(outcome)
     }
 
-    /// One PATCH adding or removing members. `Ok(false)` when the provider
-    /// refused a batch of several because one member was already in (add) or
-    /// already out (remove): for a single member that is success.
+    /// One PATCH adding or removing members. [`Patched::AlreadySo`] when the
+    /// provider refused it because a member was already in (add) or already
+    /// out (remove): for a batch of several, that says nothing of the others.
     async fn patch_members(
         &self,
         group: &RemoteGroup,
         ids: &[&str],
         add: bool,
         actor: Option<&str>,
-    ) -> TargetResult<bool> {
+    ) -> TargetResult<Patched> {
         let (op, body) = if add {
             ("scim.groups.add_members", mapping::add_members_body(ids))
         } else {
@@ -412,7 +422,7 @@ impl ScimTarget {
             .await?;
         let status = resp.status;
         if matches!(status, 200 | 204) {
-            return Ok(true);
+            return Ok(Patched::Done);
         }
         let done_already = is_client_error(status) && {
             let body = answer_json(&resp, op);
@@ -423,11 +433,19 @@ impl ScimTarget {
             }
         };
         if done_already {
-            Ok(ids.len() <= 1)
+            Ok(Patched::AlreadySo)
         } else {
             Err(resp.error(op))
         }
     }
+}
+
+/// How a membership PATCH went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patched {
+    Done,
+    /// Refused because a member was already in (add) or out (remove).
+    AlreadySo,
 }
 
 #[async_trait]
@@ -565,7 +583,11 @@ impl TargetApi for ScimTarget {
         }
     }
 
-    async fn deprovision_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
+    async fn deprovision_account(
+        &self,
+        api_id: &str,
+        ctx: &SubjectContext,
+    ) -> TargetResult<Removal> {
         const OP: &str = "scim.accounts.deprovision";
         let (method, body) = match self.config.deprovision {
             Deprovision::Delete => (Method::DELETE, None),
@@ -575,7 +597,8 @@ impl TargetApi for ScimTarget {
             .send(OP, method, user_path(api_id)?, body, ctx.actor.as_deref())
             .await?;
         match resp.status {
-            200 | 204 | 404 => Ok(()),
+            200 | 204 => Ok(Removal::Removed),
+            404 => Ok(Removal::Absent),
             _ => Err(resp.error(OP)),
         }
     }
@@ -682,7 +705,7 @@ impl TargetApi for ScimTarget {
         &self,
         group: &RemoteGroup,
         members: &[(ApiId, SubjectContext)],
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
         let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
         let actor = members.first().and_then(|(_, c)| c.actor.as_deref());
         self.remove_ids(group, &ids, actor).await
@@ -707,7 +730,7 @@ impl TargetApi for ScimTarget {
         group: &RemoteGroup,
         api_id: &str,
         ctx: &SubjectContext,
-    ) -> TargetResult<()> {
+    ) -> TargetResult<Removal> {
         self.remove_ids(group, &[api_id], ctx.actor.as_deref())
             .await
     }

@@ -13,7 +13,9 @@ use super::ScimTarget;
 use crate::config::{parse_provisioner, ConfigError, KindConfig, ProvisionerConfig};
 use crate::event::Attributes;
 use crate::http::HttpClient;
-use crate::target::{Created, FailureClass, RemoteAccount, RemoteGroup, SubjectContext, TargetApi};
+use crate::target::{
+    Created, FailureClass, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+};
 
 const PREFIX: &str = "/scim/v2";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -570,7 +572,10 @@ async fn deactivating_a_vanished_account_is_done() {
     )
     .await;
     let t = target_with(&server, "[scim]\ndeprovision = \"deactivate\"").await;
-    t.deprovision_account("u1", &jdoe(&t)).await.unwrap();
+    assert_eq!(
+        t.deprovision_account("u1", &jdoe(&t)).await.unwrap(),
+        Removal::Absent
+    );
 }
 
 #[tokio::test]
@@ -585,7 +590,13 @@ async fn delete_deprovisions_and_a_missing_account_is_done() {
         )
         .await;
         let t = target(&server).await;
-        t.deprovision_account("u1", &jdoe(&t)).await.unwrap();
+        let removal = t.deprovision_account("u1", &jdoe(&t)).await.unwrap();
+        let expected = if status == 404 {
+            Removal::Absent
+        } else {
+            Removal::Removed
+        };
+        assert_eq!(removal, expected, "{status}");
         let r = only_request(&server).await;
         assert_eq!(
             (r.method.as_str(), r.url.path()),
@@ -927,7 +938,11 @@ async fn removing_an_absent_member_is_done() {
         let server = MockServer::start().await;
         mount(&server, "PATCH", "/Groups/g1", scim(status, answer)).await;
         let t = target(&server).await;
-        t.remove_member(&group(), "u1", &jdoe(&t)).await.unwrap();
+        assert_eq!(
+            t.remove_member(&group(), "u1", &jdoe(&t)).await.unwrap(),
+            Removal::Absent,
+            "{status}"
+        );
     }
     let server = MockServer::start().await;
     mount(
@@ -943,6 +958,74 @@ async fn removing_an_absent_member_is_done() {
         .await
         .unwrap_err();
     assert_eq!((e.status, e.class), (Some(400), FailureClass::Permanent));
+}
+
+/// Removals from a group of which only `u2` is a member; a PATCH with several
+/// operations is refused as a whole when one of them has no target.
+struct OnlyU2;
+
+impl Respond for OnlyU2 {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let ops = body(r)["Operations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let all_present = ops
+            .iter()
+            .all(|op| op["path"].as_str().is_some_and(|p| p.contains("\"u2\"")));
+        if all_present {
+            ResponseTemplate::new(204)
+        } else {
+            scim(400, scim_error(400, "noTarget"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_removal_batch_is_absent_only_when_every_member_was() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("{PREFIX}/Groups/g1")))
+        .respond_with(OnlyU2)
+        .mount(&server)
+        .await;
+    let t = target(&server).await;
+    let batch = |ids: &[&str]| -> Vec<(String, SubjectContext)> {
+        ids.iter()
+            .map(|id| (id.to_string(), SubjectContext::default()))
+            .collect()
+    };
+    // Refused as a whole, then member by member: u2 was there.
+    assert_eq!(
+        t.remove_members(&group(), &batch(&["u1", "u2"]))
+            .await
+            .unwrap(),
+        Removal::Removed
+    );
+    assert_eq!(requests(&server).await.len(), 1 + 2);
+    assert_eq!(
+        t.remove_members(&group(), &batch(&["u1", "u3"]))
+            .await
+            .unwrap(),
+        Removal::Absent
+    );
+
+    // A group that is gone: every member absent.
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        "PATCH",
+        "/Groups/g1",
+        scim(404, scim_error(404, "")),
+    )
+    .await;
+    let t = target(&server).await;
+    assert_eq!(
+        t.remove_members(&group(), &batch(&["u1", "u2"]))
+            .await
+            .unwrap(),
+        Removal::Absent
+    );
 }
 
 #[tokio::test]
