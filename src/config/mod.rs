@@ -81,9 +81,10 @@ pub struct AmqpFile {
     pub delivery_limit: u32,
     /// Seconds the broker lets a delivery stay unacknowledged before it
     /// closes the channel (RabbitMQ's `consumer_timeout`, 30 minutes unless
-    /// changed). The worker never holds a delivery that long: at 90 % of it,
-    /// an event still waiting goes back to the queue and one still running
-    /// is settled. Set it to the broker's value if that was changed.
+    /// changed). The worker never holds a delivery that long: an event that
+    /// waited 45 % of it without starting goes back to the queue, and one
+    /// still running at 90 % is settled. Set it to the broker's value if
+    /// that was changed.
     #[serde(default = "default_ack_timeout_s")]
     pub ack_timeout_s: u64,
     /// Largest message body accepted as an event, in bytes; a larger one is

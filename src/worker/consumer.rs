@@ -348,7 +348,9 @@ async fn session(
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
     let mut running = InFlight::default();
     let end = loop {
-        let hold_ends = queue.waiting().next().map(|p| p.received + hold_limit);
+        // An event that has waited half the hold limit goes back rather than
+        // start with too little time left to finish.
+        let hold_ends = queue.waiting().next().map(|p| p.received + hold_limit / 2);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -415,9 +417,10 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// Hands every waiting (not started) delivery back to the broker before its
-/// acknowledgement timeout: they have waited behind running events for as
-/// long as the worker may hold a delivery. Order holds, because every running
+/// Hands every waiting (not started) delivery back to the broker: the oldest
+/// has waited behind running events for half of the time the worker may
+/// hold a delivery, too long to start now and still finish within it. They
+/// come back at once as new deliveries. Order holds, because every running
 /// event of a subject comes before its waiting ones, and the broker puts
 /// requeued messages back in their places.
 async fn return_waiting(
@@ -427,8 +430,8 @@ async fn return_waiting(
     let waiting = queue.take_waiting();
     tracing::warn!(
         returned = waiting.len(),
-        held_s = hold_limit.as_secs(),
-        "events waited behind running ones for as long as a delivery may be held; returned to the queue"
+        waited_s = (hold_limit / 2).as_secs(),
+        "events waited behind running ones for half the hold limit; returned to the queue"
     );
     for pending in waiting {
         let returned = pending

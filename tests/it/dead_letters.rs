@@ -139,3 +139,69 @@ async fn requeue_declares_the_queue_it_sends_to_and_never_drops_a_letter() {
     );
     h.cleanup().await;
 }
+
+/// The mass-deprovision guard refuses a sync that would remove most
+/// accounts; a plain requeue is refused again, `--allow-removals` applies it
+/// once, and the mark does not stick to the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sync_is_applied_once_requeued_with_allow_removals() {
+    let _broker = shared().await;
+    let mock = MockTarget::start().await.unwrap();
+    for i in 1..=4 {
+        mock.add_user(&format!("u{i}@example.edu"), "U", "U");
+    }
+    let queue = unique("guard");
+    let text = example_provisioner(
+        &mock.url(),
+        &queue,
+        "name = \"guard\"\nremoval_guard_min = 1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("guard.toml"), &text).unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = [\"guard.toml\"]\n",
+    )
+    .unwrap();
+    let mut h = Harness::start_with(mock, queue.clone(), &text).await;
+    h.publish(serde_json::json!({"id": "sync-1", "action": "membership_sync", "group": USERS,
+        "subjects": ["u1"], "attributes": {"u1": {"mail": ["u1@example.edu"], "givenName": ["U"], "sn": ["U"]}}}))
+        .await;
+    let o = h.outcome().await;
+    assert_eq!(o.verdict, Verdict::DeadLettered, "{o:?}");
+    assert!(o.detail.contains("remove 3 of 4"), "{}", o.detail);
+    assert_eq!(h.mock.users().len(), 4, "nothing removed");
+
+    let (ok, out) = cli(
+        dir.path(),
+        &["dead-letters", "requeue", "--provisioner", "guard"],
+    );
+    assert!(ok, "{out}");
+    let o = h.outcome().await;
+    assert_eq!(
+        o.verdict,
+        Verdict::DeadLettered,
+        "refused again without the flag: {o:?}"
+    );
+
+    let (ok, out) = cli(
+        dir.path(),
+        &[
+            "dead-letters",
+            "requeue",
+            "--provisioner",
+            "guard",
+            "--event-id",
+            "sync-1",
+            "--allow-removals",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("mass-deprovision guard once"), "{out}");
+    let o = h.outcome().await;
+    assert_eq!(o.verdict, Verdict::Applied, "{o:?}");
+    let left: Vec<String> = h.mock.users().into_iter().map(|u| u.email).collect();
+    assert_eq!(left, vec!["u1@example.edu".to_string()]);
+    assert!(h.dead_letters().await.is_empty());
+    h.cleanup().await;
+}

@@ -1520,8 +1520,15 @@ async fn an_outage_longer_than_every_budget_parks_nothing_and_holds_nothing() {
             .any(|r| r.path.contains("provisioner-health-probe")),
         "the worker probed the target"
     );
+    let mut h = h;
+    h.stop().await;
+    // The harness's own connection was closed mid-outage: clean up on ours.
+    for q in [queue.clone(), format!("{queue}.dead")] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
     let _ = conn.close(200, "bye".into()).await;
-    h.cleanup().await;
 }
 
 /// 13. No log line is longer than 8 KB, whatever the events carry: a valid
@@ -1574,4 +1581,103 @@ async fn no_log_line_is_longer_than_8_kb() {
         )
         .await;
     let _ = conn.close(200, "bye".into()).await;
+}
+
+/// 14. Quorum queues are declared with at-least-once dead-lettering (and the
+/// reject-publish overflow it needs): the broker's own dead-lettering after
+/// `delivery_limit` never drops a message on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_dead_letter_at_least_once() {
+    let _broker = shared().await;
+    let queue = unique("quorum");
+    let mut topology = Topology::plain(&queue);
+    topology.queue_type = provisioner::config::QueueType::Quorum;
+    let conn = connect().await;
+    amqp::declare(&conn, &topology).await.unwrap();
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--formatter",
+            "json",
+            "name",
+            "arguments",
+        ])
+        .output()
+        .await
+        .unwrap();
+    delete_topology(&topology).await;
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let args = listed
+        .iter()
+        .find(|q| q["name"] == queue.as_str())
+        .map(|q| q["arguments"].to_string())
+        .unwrap_or_else(|| panic!("{queue} not listed"));
+    for want in [
+        "x-dead-letter-strategy",
+        "at-least-once",
+        "x-overflow",
+        "reject-publish",
+        "x-delivery-limit",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// 15. Nothing is held past the hold limit (90 % of `ack_timeout_s`, 9 s
+/// here): events waiting behind a sync that runs longer go back to the
+/// queue and come again (redelivered), and the sync itself, still working,
+/// is parked with the reason rather than left to the broker's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_past_the_hold_limit_go_back_and_a_sync_running_past_it_is_parked() {
+    let _broker = shared().await;
+    let mock = MockTarget::start().await.unwrap();
+    let queue = unique("hold");
+    let text = example_provisioner(
+        &mock.url(),
+        &queue,
+        "concurrency = 1\naccount_sync_rate_limit_ms = 1000",
+    );
+    let amqp_cfg = provisioner::config::AmqpConfig {
+        ack_timeout: Duration::from_secs(10),
+        ..amqp_config()
+    };
+    let mut h = Harness::start_configured(mock, queue, &text, amqp_cfg).await;
+    let subjects: Vec<String> = (0..12).map(|i| format!("big{i:02}")).collect();
+    let attributes: serde_json::Map<String, Value> = subjects
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                json!({"mail": [mail(s)], "givenName": ["G"], "sn": ["S"]}),
+            )
+        })
+        .collect();
+    h.publish(
+        json!({"id": "long-sync", "action": "membership_sync", "group": USERS,
+        "subjects": subjects, "attributes": attributes}),
+    )
+    .await;
+    for i in 0..3 {
+        h.publish(versioned(&format!("late{i}"), 1)).await;
+    }
+    let outcomes = h.outcomes(4).await;
+    let sync = outcomes.iter().find(|o| o.event_id == "long-sync").unwrap();
+    assert_eq!(sync.verdict, Verdict::DeadLettered, "{sync:?}");
+    assert!(
+        sync.detail.contains("not applied within 9 s"),
+        "{}",
+        sync.detail
+    );
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.event_id != "long-sync")
+        .collect();
+    assert_eq!(late.len(), 3, "{outcomes:#?}");
+    for o in late {
+        assert_eq!(o.verdict, Verdict::Applied, "{o:?}");
+        assert!(o.redelivered, "given back and delivered again: {o:?}");
+    }
+    h.cleanup().await;
 }
