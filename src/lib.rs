@@ -3,6 +3,7 @@
 //!
 //! Module map (see docs/architecture.md):
 //! - [`config`]: the worker and provisioner files, parsed then validated.
+//! - [`assembly`]: builds a provisioner (HTTP client, target, engine) from its configuration.
 //! - [`event`]: the event wire format; parsing never panics.
 //! - [`bounded`]: clipping of outside values for headers and log lines.
 //! - [`engine`]: the reconciliation engine shared by every target: routing,
@@ -17,6 +18,7 @@
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
 pub mod amqp;
+pub mod assembly;
 pub mod bounded;
 pub mod commands;
 pub mod config;

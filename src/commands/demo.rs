@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use super::anyhow_free;
 use crate::amqp;
 use crate::config::{self, Config, ProvisionerConfig};
-use crate::engine::Provisioner;
 use crate::mock_target::MockTarget;
 use crate::worker::{Verdict, Worker};
 
@@ -213,7 +212,7 @@ async fn through_broker(cfg: Config, queue: &str, events: &[String]) {
 }
 
 async fn in_process(p: &ProvisionerConfig, events: &[String]) {
-    let engine: std::sync::Arc<dyn Provisioner> = match crate::engine::build(p) {
+    let engine = match crate::assembly::provisioner(p, crate::assembly::Writes::Apply) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

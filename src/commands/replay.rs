@@ -4,13 +4,11 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::{anyhow_free, load_config, EXIT_CONFIG};
+use crate::assembly::{self, Writes};
 use crate::engine::retry::with_retries;
-use crate::engine::{Engine, Provisioner};
-use crate::target::dry_run::{DryRunTarget, WriteLog};
+use crate::target::dry_run::WriteLog;
 
 pub async fn replay(
     config_path: &Path,
@@ -21,7 +19,7 @@ pub async fn replay(
     let Some(config) = load_config(config_path) else {
         return Ok(EXIT_CONFIG);
     };
-    let Some(mut p) = config.provisioners.iter().find(|p| p.name == name).cloned() else {
+    let Some(p) = config.provisioners.iter().find(|p| p.name == name).cloned() else {
         eprintln!("error: no provisioner `{name}` in the configuration");
         return Ok(EXIT_CONFIG);
     };
@@ -33,23 +31,19 @@ pub async fn replay(
             .map(str::to_string)
             .collect()
     };
-    let http = match crate::http::HttpClient::new(&p) {
-        Ok(h) => h,
+    let log = WriteLog::default();
+    let writes = if dry_run {
+        Writes::Record(log.clone())
+    } else {
+        Writes::Apply
+    };
+    let engine = match assembly::provisioner(&p, writes) {
+        Ok(e) => e,
         Err(e) => {
-            eprintln!("error: provisioner `{name}`: {e}");
+            eprintln!("error: {e}");
             return Ok(EXIT_CONFIG);
         }
     };
-    let real = crate::target::build(&p, http);
-    let log = WriteLog::default();
-    let target: Arc<dyn crate::target::TargetApi> = if dry_run {
-        // Nothing is created, so waiting for an account to appear is pointless.
-        p.target_group_retry_delay = Duration::ZERO;
-        Arc::new(DryRunTarget::new(real, log.clone()))
-    } else {
-        real
-    };
-    let engine = Engine::new(&p, target);
     if dry_run {
         println!("dry run against `{name}`: reads go to the target, writes are only shown");
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
-use crate::config::{OnBehalfOf, ProvisionerConfig, TlsConfig};
-use crate::target::TargetError;
+use crate::config::{OnBehalfOf, TlsConfig};
+use crate::target::error::TargetError;
 
 pub mod auth;
 
@@ -180,8 +180,25 @@ pub fn with_tls(
     Ok(builder)
 }
 
+/// What the HTTP client needs of a provisioner's configuration, and nothing
+/// more: the nodes, the transport and the authentication.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// The `url_prefix` nodes, tried in order.
+    pub url_prefixes: Vec<String>,
+    /// Connect here instead of the URLs' own host and port.
+    pub endpoint: Option<String>,
+    /// Timeout of every call.
+    pub timeout: Duration,
+    /// Largest response body read, the authentication endpoints' included.
+    pub max_response_bytes: usize,
+    pub tls: Option<TlsConfig>,
+    pub auth: auth::AuthConfig,
+    pub on_behalf_of: Option<OnBehalfOf>,
+}
+
 impl HttpClient {
-    pub fn new(config: &ProvisionerConfig) -> Result<Self, HttpSetupError> {
+    pub fn new(config: &HttpSettings) -> Result<Self, HttpSetupError> {
         let prefixes = config
             .url_prefixes
             .iter()

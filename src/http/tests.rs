@@ -87,7 +87,7 @@ fn config(head: &str) -> ProvisionerConfig {
 }
 
 fn client(head: &str) -> HttpClient {
-    HttpClient::new(&config(head)).unwrap()
+    HttpClient::new(&crate::assembly::http_settings(&config(head))).unwrap()
 }
 
 fn request(m: Method, path_and_query: &str, body: Option<serde_json::Value>) -> HttpRequest {
@@ -1142,14 +1142,16 @@ fn unreadable_or_bad_certificate_files_fail_at_setup() {
         client_key: Some(dir.path().join("c.key")),
     });
     assert!(matches!(
-        HttpClient::new(&config),
+        HttpClient::new(&crate::assembly::http_settings(&config)),
         Err(HttpSetupError::File { .. })
     ));
     config.tls = Some(crate::config::TlsConfig {
         ca_file: Some(dir.path().join("missing.pem")),
         ..Default::default()
     });
-    let e = HttpClient::new(&config).err().unwrap();
+    let e = HttpClient::new(&crate::assembly::http_settings(&config))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("missing.pem"), "{e}");
 }
 
@@ -1332,7 +1334,7 @@ async fn a_password_in_url_prefix_is_sent_but_never_logged_or_shown() {
     // A url_prefix that does not parse is named without its password.
     let mut bad = config(&format!("url_prefix = \"http://127.0.0.1:{port1}\""));
     bad.url_prefixes = vec![format!("http://svc:{PREFIX_PASSWORD}@[::1/api")];
-    let e = match HttpClient::new(&bad) {
+    let e = match HttpClient::new(&crate::assembly::http_settings(&bad)) {
         Ok(_) => panic!("an unparsable url_prefix was accepted"),
         Err(e) => e.to_string(),
     };
@@ -1682,7 +1684,7 @@ fn example(file: &str, env: &[(&str, &str)]) -> ProvisionerConfig {
         assert!(!shown.contains(v), "{file}: a secret shows in its Debug");
     }
     assert_eq!(config.kind.name(), "rest");
-    HttpClient::new(&config).unwrap();
+    HttpClient::new(&crate::assembly::http_settings(&config)).unwrap();
     config
 }
 

@@ -4,7 +4,6 @@
 //! (no caches, no retries, no decisions about what to call next).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -13,8 +12,11 @@ use crate::event::Attributes;
 use crate::http::HttpClient;
 
 pub mod dry_run;
+pub mod error;
 pub mod rest;
 pub mod scim;
+
+pub use error::{FailureClass, TargetError, TargetResult};
 
 /// The identifier the remote API uses for an account or a group.
 pub type ApiId = String;
@@ -63,97 +65,6 @@ pub enum Removal {
     /// so the engine, which knows where the ID came from, decides which it is.
     Absent,
 }
-
-/// Whether a failure may go away by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Connect error, timeout, 5xx, 429, 401 after re-authentication: retry later.
-    Transient,
-    /// Other 4xx, a response that does not fit the description, configuration
-    /// mismatch: retrying cannot help.
-    Permanent,
-}
-
-/// A failed call to a target. Messages never contain secrets.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TargetError {
-    pub class: FailureClass,
-    pub message: String,
-    /// HTTP status, when the target answered.
-    pub status: Option<u16>,
-    /// The target's `Retry-After`, when it sent one.
-    pub retry_after: Option<Duration>,
-}
-
-impl TargetError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        TargetError {
-            class: FailureClass::Permanent,
-            message: message.into(),
-            status: None,
-            retry_after: None,
-        }
-    }
-
-    pub fn transient(message: impl Into<String>) -> Self {
-        TargetError {
-            class: FailureClass::Transient,
-            message: message.into(),
-            status: None,
-            retry_after: None,
-        }
-    }
-
-    /// The one place where an HTTP status becomes a failure class (SPEC §5):
-    /// 5xx, 429, 408 and 401/419 (after the auth layer re-authenticated once)
-    /// are transient; every other status an operation did not accept is permanent.
-    pub fn from_status(
-        operation: &str,
-        status: u16,
-        body_excerpt: &str,
-        retry_after: Option<Duration>,
-    ) -> Self {
-        let class = match status {
-            408 | 429 | 401 | 419 | 500..=599 => FailureClass::Transient,
-            _ => FailureClass::Permanent,
-        };
-        let message = if body_excerpt.is_empty() {
-            format!("{operation}: target answered HTTP {status}")
-        } else {
-            format!("{operation}: target answered HTTP {status}: {body_excerpt}")
-        };
-        TargetError {
-            class,
-            message,
-            status: Some(status),
-            retry_after,
-        }
-    }
-
-    /// The same decision for an authentication endpoint (token or login):
-    /// there a 401 or 403 means the configured credentials are refused, which
-    /// only the operator can fix, so it is permanent.
-    pub fn from_credentials_status(operation: &str, status: u16) -> Self {
-        let mut e = Self::from_status(operation, status, "", None);
-        if matches!(status, 401 | 403) {
-            e.class = FailureClass::Permanent;
-        }
-        e
-    }
-
-    pub fn is_transient(&self) -> bool {
-        self.class == FailureClass::Transient
-    }
-
-    /// The target says the resource the call addressed (an account or a group,
-    /// by API ID) does not exist: a cached ID may have gone stale.
-    pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
-    }
-}
-
-pub type TargetResult<T> = Result<T, TargetError>;
 
 /// The operations every target kind offers the engine. Everything about the
 /// wire (URLs, payloads, paging, auth) stays behind this trait.
@@ -266,8 +177,8 @@ pub trait TargetApi: Send + Sync {
 pub const PROBE_MATCH_VALUE: &str = "provisioner-health-probe";
 
 /// The registry: builds the target of a provisioner from its `kind`.
-pub fn build(config: &ProvisionerConfig, http: HttpClient) -> Arc<dyn TargetApi> {
-    match &config.kind {
+pub fn build(kind: &KindConfig, http: HttpClient) -> Arc<dyn TargetApi> {
+    match kind {
         KindConfig::Rest(rest) => Arc::new(rest::RestTarget::new(rest.clone(), http)),
         KindConfig::Scim(scim) => Arc::new(scim::ScimTarget::new(scim.clone(), http)),
     }

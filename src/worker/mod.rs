@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::assembly;
 use crate::config::{Config, ProvisionerConfig};
 use crate::engine::health::{HealthPolicy, TargetHealth};
 use crate::engine::Provisioner;
@@ -54,11 +55,8 @@ pub struct OutcomeRecord {
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("provisioner `{name}`: {source}")]
-    Setup {
-        name: String,
-        source: crate::http::HttpSetupError,
-    },
+    #[error(transparent)]
+    Setup(#[from] assembly::AssemblyError),
     #[error("no provisioners configured")]
     NoProvisioners,
 }
@@ -75,10 +73,7 @@ impl Worker {
     pub fn new(config: Config) -> Result<Self, WorkerError> {
         let mut provisioners = Vec::new();
         for p in &config.provisioners {
-            let built = crate::engine::build(p).map_err(|source| WorkerError::Setup {
-                name: p.name.clone(),
-                source,
-            })?;
+            let built = assembly::provisioner(p, assembly::Writes::Apply)?;
             provisioners.push((p.clone(), built));
         }
         Self::with_provisioners(config, provisioners)

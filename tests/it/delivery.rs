@@ -203,7 +203,8 @@ async fn a_panic_while_applying_parks_that_event_and_the_subject_goes_on() {
     let mut cfg = provisioner::config::from_provisioner_files(&[path]).unwrap();
     cfg.amqp = amqp_config();
     let p = cfg.provisioners[0].clone();
-    let inner = provisioner::engine::build(&p).unwrap();
+    let inner =
+        provisioner::assembly::provisioner(&p, provisioner::assembly::Writes::Apply).unwrap();
     let worker = provisioner::worker::Worker::with_provisioners(
         cfg,
         vec![(p, std::sync::Arc::new(PanickyProvisioner { inner }) as _)],

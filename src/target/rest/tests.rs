@@ -627,7 +627,8 @@ async fn fixture(text: &str) -> Fixture {
         1,
     );
     let p = parse(&text).unwrap_or_else(|e| panic!("{e:#?}"));
-    let http = HttpClient::new(&p).unwrap_or_else(|e| panic!("{e}"));
+    let http =
+        HttpClient::new(&crate::assembly::http_settings(&p)).unwrap_or_else(|e| panic!("{e}"));
     Fixture {
         server,
         target: RestTarget::new(rest_of(&p), http),

@@ -56,7 +56,10 @@ async fn target_with(server: &MockServer, scim: &str) -> ScimTarget {
     let KindConfig::Scim(s) = &config.kind else {
         panic!("not a scim kind")
     };
-    ScimTarget::new(s.clone(), HttpClient::new(&config).unwrap())
+    ScimTarget::new(
+        s.clone(),
+        HttpClient::new(&crate::assembly::http_settings(&config)).unwrap(),
+    )
 }
 
 async fn target(server: &MockServer) -> ScimTarget {
@@ -1299,7 +1302,10 @@ fn match_value_defaults_to_the_lowercased_user_name() {
         let KindConfig::Scim(s) = &c.kind else {
             panic!()
         };
-        ScimTarget::new(s.clone(), HttpClient::new(&c).unwrap())
+        ScimTarget::new(
+            s.clone(),
+            HttpClient::new(&crate::assembly::http_settings(&c)).unwrap(),
+        )
     };
     let a = attrs(&[("uid", "JDoe")]);
     assert_eq!(server_less.match_value("ignored", &a).unwrap(), "jdoe");

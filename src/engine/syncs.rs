@@ -1,0 +1,331 @@
+//! Full reconciliations (`membership_sync`): of the provisioned accounts,
+//! and of one target group's members. Both decide what to remove before
+//! removing anything, so the mass-deprovision guard can refuse in time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{Engine, Phase, Step, Tally};
+use crate::config::GroupSyncStrategy;
+use crate::event::{Attributes, Event};
+use crate::target::{ApiId, FailureClass, RemoteAccount, Removal, SubjectContext, TargetError};
+
+/// Above this many unknown account IDs, a group sync lists the accounts
+/// once instead of looking each one up.
+const BULK_RESOLVE_THRESHOLD: usize = 20;
+
+impl Engine {
+    /// Full account reconciliation: every listed subject provisioned, every
+    /// other managed remote account deprovisioned.
+    pub(super) async fn sync_accounts(
+        &self,
+        tally: &mut Tally,
+        event: &Event,
+        subjects: &[String],
+        attributes: &BTreeMap<String, Attributes>,
+    ) -> Step<String> {
+        let remote = self.list_accounts(tally).await?;
+        let remote_by_match: HashMap<&str, &str> = remote
+            .iter()
+            .map(|a| (a.match_value.as_str(), a.api_id.as_str()))
+            .collect();
+        let empty = Attributes::new();
+        let mut failures = Vec::new();
+        // Match values first: what is wanted decides what would be removed,
+        // and the guard must refuse before anything changes.
+        let mut contexts = Vec::with_capacity(subjects.len());
+        let mut wanted = BTreeSet::new();
+        // A listed subject without a match value might own any remote account:
+        // removing accounts is then unsafe, so that phase is skipped.
+        let mut unmatched = 0usize;
+        for subject in subjects {
+            let attrs = attributes.get(subject).unwrap_or(&empty);
+            match self.context(subject, attrs, event.actor.as_deref()) {
+                Ok(ctx) => {
+                    wanted.insert(ctx.match_value.clone());
+                    contexts.push(ctx);
+                }
+                Err(e) => {
+                    unmatched += 1;
+                    collect(Err::<(), _>(e), subject, &mut failures)?;
+                }
+            }
+        }
+        let managed: Vec<&RemoteAccount> = remote
+            .iter()
+            .filter(|a| !self.is_unmanaged(&a.match_value))
+            .collect();
+        let doomed: Vec<&RemoteAccount> = if unmatched > 0 {
+            Vec::new()
+        } else {
+            managed
+                .iter()
+                .copied()
+                .filter(|a| !wanted.contains(&a.match_value))
+                .collect()
+        };
+        self.guard_removals(event, "accounts", doomed.len(), managed.len())?;
+
+        let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
+        for ctx in &contexts {
+            if self.is_unmanaged(&ctx.match_value) {
+                continue;
+            }
+            let result = match remote_by_match.get(ctx.match_value.as_str()) {
+                // A sync that names a subject without attributes says nothing
+                // to change about it; an update would blank its fields.
+                Some(_) if ctx.attributes.is_empty() => Ok(()),
+                Some(id) => self.update(tally, ctx, id).await.map(|()| updated += 1),
+                None => self.create(tally, ctx).await.map(|_| created += 1),
+            };
+            collect(result, &ctx.subject, &mut failures)?;
+        }
+        for account in doomed {
+            let ctx = SubjectContext {
+                subject: account.match_value.clone(),
+                match_value: account.match_value.clone(),
+                attributes: Attributes::new(),
+                actor: event.actor.clone(),
+            };
+            let result = self
+                .call(
+                    tally,
+                    Phase::Account,
+                    self.target.deprovision_account(&account.api_id, &ctx),
+                )
+                .await
+                // The ID is from this sync's listing: absent means gone.
+                .map(|_| {
+                    self.accounts.remove(&account.match_value);
+                    removed += 1;
+                });
+            collect(result, &account.match_value, &mut failures)?;
+        }
+        finish_sync(
+            format!("account sync: {created} created, {updated} updated, {removed} deprovisioned"),
+            failures,
+        )
+    }
+
+    /// Makes the remote group's members exactly the listed subjects (unmanaged
+    /// accounts aside). Whether a member is unmanaged is read from the member
+    /// listing itself: no call per member.
+    pub(super) async fn sync_group(
+        &self,
+        tally: &mut Tally,
+        event: &Event,
+        remote_name: &str,
+        subjects: &[String],
+        attributes: &BTreeMap<String, Attributes>,
+    ) -> Step<String> {
+        let (group, group_source) = self.resolve_group(tally, remote_name).await?;
+        let empty = Attributes::new();
+        let mut wanted = Vec::new();
+        let mut wanted_matches = BTreeSet::new();
+        let mut failures = Vec::new();
+        let mut unmatched = 0usize;
+        for subject in subjects {
+            let attrs = attributes.get(subject).unwrap_or(&empty);
+            let ctx = match self.context(subject, attrs, event.actor.as_deref()) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    unmatched += 1;
+                    collect(Err::<(), _>(e), subject, &mut failures)?;
+                    continue;
+                }
+            };
+            wanted_matches.insert(ctx.match_value.clone());
+            if !self.is_unmanaged(&ctx.match_value) {
+                wanted.push(ctx);
+            }
+        }
+
+        // Both strategies read the group before changing it: the members it
+        // has before the sync decide what is removed, and they are what the
+        // mass-deprovision guard counts against (after the adds of
+        // add-member-first the group would look up to twice as large), so the
+        // guard refuses before anything changes.
+        let (mut group, _, members) = self
+            .members_of(tally, remote_name, group, group_source)
+            .await?;
+        let to_remove: Vec<(ApiId, SubjectContext)> = members
+            .iter()
+            .filter(|m| {
+                unmatched == 0
+                    && !wanted_matches.contains(&m.match_value)
+                    && !self.is_unmanaged(&m.match_value)
+            })
+            .map(|m| {
+                let ctx = SubjectContext {
+                    subject: m.match_value.clone(),
+                    match_value: m.match_value.clone(),
+                    attributes: Attributes::new(),
+                    actor: event.actor.clone(),
+                };
+                (m.api_id.clone(), ctx)
+            })
+            .collect();
+        let managed = members
+            .iter()
+            .filter(|m| !self.is_unmanaged(&m.match_value))
+            .count();
+        self.guard_removals(event, "members", to_remove.len(), managed)?;
+
+        // add-member-first adds every listed subject, present or not.
+        let present_matches: BTreeSet<String> = match self.group_sync_strategy {
+            GroupSyncStrategy::QueryFirst => {
+                members.iter().map(|m| m.match_value.clone()).collect()
+            }
+            GroupSyncStrategy::AddMemberFirst => BTreeSet::new(),
+        };
+
+        // Many unknown IDs: one account listing is cheaper than a look-up each
+        // (1,000 members are ~10 pages, not 1,000 calls). Targets without a
+        // listing fall back to look-ups.
+        let unknown = wanted
+            .iter()
+            .filter(|c| !present_matches.contains(&c.match_value))
+            .filter(|c| self.accounts.peek(&c.match_value).is_none())
+            .count();
+        let listing: Option<HashMap<String, ApiId>> = if unknown > BULK_RESOLVE_THRESHOLD {
+            match self.list_accounts_in(tally, Phase::Member).await {
+                Ok(all) => Some(all.into_iter().map(|a| (a.match_value, a.api_id)).collect()),
+                Err(e) if e.class == FailureClass::Permanent => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+
+        // Adds go out in batches of the target's size, each sent as soon as it
+        // is full (so with no batching, each add follows its look-up).
+        let batch = self.target.member_batch_size().max(1);
+        let mut missing = Vec::new();
+        let mut to_add: Vec<(ApiId, SubjectContext)> = Vec::new();
+        let mut added = 0usize;
+        for (i, ctx) in wanted.iter().enumerate() {
+            if !present_matches.contains(&ctx.match_value) {
+                let resolved = match (&listing, self.accounts.peek(&ctx.match_value)) {
+                    (_, Some(id)) => Ok(Some(id)),
+                    (Some(all), None) => Ok(all.get(&ctx.match_value).cloned()),
+                    (None, None) => self.resolve_account(tally, Phase::Member, ctx, true).await,
+                };
+                match resolved {
+                    Ok(Some(id)) => to_add.push((id, ctx.clone())),
+                    Ok(None) => missing.push(ctx.match_value.clone()),
+                    Err(e) => collect(Err::<(), _>(e), &ctx.subject, &mut failures)?,
+                }
+            }
+            let last = i + 1 == wanted.len();
+            if to_add.len() >= batch || (last && !to_add.is_empty()) {
+                let chunk = std::mem::take(&mut to_add);
+                let result = self
+                    .call(
+                        tally,
+                        Phase::Member,
+                        self.target.add_members(&group, &chunk),
+                    )
+                    .await
+                    .map(|()| added += chunk.len());
+                collect(result, &batch_label(&chunk), &mut failures)?;
+            }
+        }
+
+        let (mut removed, mut gone) = (0usize, 0usize);
+        let mut group_rechecked = false;
+        for chunk in to_remove.chunks(batch) {
+            let mut result = self
+                .call(
+                    tally,
+                    Phase::Member,
+                    self.target.remove_members(&group, chunk),
+                )
+                .await;
+            // A batch absent as a whole may mean the group itself was deleted
+            // and created again since it was read: look it up, once per sync.
+            if matches!(result, Ok(Removal::Absent)) && !group_rechecked {
+                group_rechecked = true;
+                match self.refresh_group(tally, remote_name).await {
+                    Ok(Some(fresh)) if fresh.api_id != group.api_id => {
+                        group = fresh;
+                        result = self
+                            .call(
+                                tally,
+                                Phase::Member,
+                                self.target.remove_members(&group, chunk),
+                            )
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+            let result = result.map(|removal| match removal {
+                Removal::Removed => removed += chunk.len(),
+                Removal::Absent => gone += chunk.len(),
+            });
+            collect(result, &batch_label(chunk), &mut failures)?;
+        }
+        let mut detail = format!("group sync {remote_name}: {added} added, {removed} removed");
+        if gone > 0 {
+            detail.push_str(&format!(", {gone} already gone"));
+        }
+        if !missing.is_empty() {
+            detail.push_str(&format!(
+                ", {} without an account on the target: {}",
+                missing.len(),
+                abbreviate(&missing)
+            ));
+        }
+        finish_sync(detail, failures)
+    }
+}
+
+/// Keeps going past a permanent failure of one subject in a sync (recording
+/// it); stops the sync at a transient one, so the whole event is retried.
+pub(super) fn collect(result: Step<impl Sized>, who: &str, failures: &mut Vec<String>) -> Step<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.class == FailureClass::Permanent => {
+            failures.push(format!("{who}: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Names the subjects of a batch in failure reports.
+pub(super) fn batch_label(chunk: &[(ApiId, SubjectContext)]) -> String {
+    match chunk {
+        [(_, only)] => only.subject.clone(),
+        _ => {
+            let names: Vec<String> = chunk.iter().map(|(_, c)| c.subject.clone()).collect();
+            format!("batch [{}]", abbreviate(&names))
+        }
+    }
+}
+
+pub(super) fn finish_sync(detail: String, failures: Vec<String>) -> Step<String> {
+    if failures.is_empty() {
+        Ok(detail)
+    } else {
+        Err(TargetError::permanent(format!(
+            "{detail}; {} failed: {}",
+            failures.len(),
+            abbreviate(&failures)
+        )))
+    }
+}
+
+pub(super) fn abbreviate(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > SHOWN {
+        s.push_str(&format!("; and {} more", items.len() - SHOWN));
+    }
+    s
+}
