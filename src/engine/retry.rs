@@ -1,4 +1,5 @@
-//! Retries of transient failures: exponential backoff with full jitter,
+//! Retries of transient failures: exponential backoff with "equal jitter"
+//! (half the ceiling fixed, half random),
 //! honouring the target's `Retry-After`, within a budget of attempts and
 //! total time. Runs on tokio time, so paused-clock tests drive it.
 
@@ -25,14 +26,15 @@ pub struct Attempts {
 }
 
 /// The wait before attempt `attempt + 1` (attempt counts from 1): a random
-/// duration up to `initial * 2^(attempt-1)`, capped, but never shorter than
-/// the target's `Retry-After`.
+/// duration between half and all of `initial * 2^(attempt-1)`, capped, but
+/// never shorter than the target's `Retry-After`.
 pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = policy
         .initial_backoff
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
     let ceiling = exp.min(policy.max_backoff);
-    // Full jitter, with a floor of half the ceiling so that retries still back off.
+    // Equal jitter: the floor of half the ceiling keeps retries backing off;
+    // the random half spreads events that failed together.
     let half = ceiling / 2;
     let jitter = if half.is_zero() {
         Duration::ZERO
