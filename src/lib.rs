@@ -5,11 +5,13 @@
 //! - [`config`]: the worker and provisioner files, parsed then validated.
 //! - [`assembly`]: builds a provisioner (HTTP client, target, engine) from its configuration.
 //! - [`event`]: the event wire format; parsing never panics.
+//! - [`call_log`]: the target calls of one event, collected for the journal and metrics.
 //! - [`bounded`]: clipping of outside values for headers and log lines.
 //! - [`engine`]: the reconciliation engine shared by every target: routing,
 //!   strategies, caches, rate limits. Knows nothing of HTTP or AMQP.
 //! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`),
 //!   and the registry that builds a target from `kind`.
+//! - [`metrics`]: Prometheus counters, histograms and scrape-time samples.
 //! - [`http`]: HTTP client, authentication, timeouts, failover.
 //! - [`template`]: minijinja templates for URLs, bodies and headers.
 //! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
@@ -20,11 +22,13 @@
 pub mod amqp;
 pub mod assembly;
 pub mod bounded;
+pub mod call_log;
 pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod event;
 pub mod http;
+pub mod metrics;
 pub mod mock_target;
 pub mod target;
 pub mod template;

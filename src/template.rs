@@ -66,6 +66,15 @@ pub struct TemplateRef(String);
 pub struct UrlTemplate {
     path: TemplateRef,
     query: Option<TemplateRef>,
+    /// As written, for the call log.
+    source: Arc<str>,
+}
+
+impl UrlTemplate {
+    /// The template as written in the configuration.
+    pub fn source(&self) -> &Arc<str> {
+        &self.source
+    }
 }
 
 /// A set of compiled templates sharing one environment. Cheap to clone.
@@ -178,7 +187,11 @@ impl Templates {
             Some(q) => Some(self.add(key, Position::UrlQuery, q, known)?),
             None => None,
         };
-        Ok(UrlTemplate { path, query })
+        Ok(UrlTemplate {
+            path,
+            query,
+            source: Arc::from(source),
+        })
     }
 
     /// Renders one template.

@@ -159,6 +159,16 @@ impl AccountCache {
         }
     }
 
+    /// Forgets every ID and any trust in absences (an operator's request):
+    /// the next events ask the target, or list it again.
+    pub fn clear(&self) {
+        let mut s = lock(&self.state);
+        s.lru.clear();
+        s.unnamed.clear();
+        s.trusted_until = None;
+        s.prefilled_at = None;
+    }
+
     pub fn get(&self, match_value: &str) -> CachedAccount {
         let mut s = lock(&self.state);
         if let Some(id) = s.lru.get(match_value) {
@@ -264,6 +274,10 @@ impl SubjectCache {
         }
     }
 
+    pub fn clear(&self) {
+        lock(&self.lru).clear();
+    }
+
     pub fn get(&self, subject: &str) -> Option<String> {
         lock(&self.lru).get(subject).cloned()
     }
@@ -283,6 +297,10 @@ impl GroupCache {
         GroupCache {
             lru: Mutex::new(LruCache::new(capacity(size))),
         }
+    }
+
+    pub fn clear(&self) {
+        lock(&self.lru).clear();
     }
 
     // Names are keyed lowercased: remote group names compare case-insensitively.

@@ -4,6 +4,7 @@
 //! talks to a target only through [`TargetApi`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,22 @@ pub trait Provisioner: Send + Sync {
     /// Asks the target whether it answers, changing nothing (see
     /// [`TargetApi::probe`]): used while it is down.
     async fn probe(&self) -> Result<(), TargetError>;
+    /// Counters for the metrics.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
+    /// Forgets every cached ID (an operator's request after changes made on
+    /// the target by hand).
+    fn clear_caches(&self) {}
+}
+
+/// What an engine has counted since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub account_cache_hits: u64,
+    pub account_cache_misses: u64,
+    /// Time calls spent waiting for the rate limits.
+    pub rate_limit_wait: Duration,
 }
 
 /// Which rate limit a call counts against.
@@ -126,6 +143,8 @@ pub struct Engine {
     groups: GroupCache,
     account_pace: Option<Pacer>,
     member_pace: Option<Pacer>,
+    /// Microseconds calls waited for a pacer.
+    paced_us: AtomicU64,
 }
 
 impl Engine {
@@ -150,12 +169,8 @@ impl Engine {
             groups: GroupCache::new(config.target_group_cache_size),
             account_pace: Pacer::new(config.account_sync_rate_limit),
             member_pace: Pacer::new(config.member_sync_rate_limit),
+            paced_us: AtomicU64::new(0),
         }
-    }
-
-    /// (hits, misses) of the account cache (for the cache hit ratio).
-    pub fn account_cache_stats(&self) -> (u64, u64) {
-        self.accounts.stats()
     }
 
     /// Paces (per phase) and counts one API call.
@@ -170,7 +185,9 @@ impl Engine {
             Phase::Member => &self.member_pace,
         };
         if let Some(p) = pacer {
-            p.wait().await;
+            let waited = p.wait().await;
+            let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            self.paced_us.fetch_add(us, Ordering::Relaxed);
         }
         tally.calls += 1;
         fut.await
@@ -285,6 +302,22 @@ impl Provisioner for Engine {
 
     async fn probe(&self) -> Result<(), TargetError> {
         self.target.probe().await
+    }
+
+    fn stats(&self) -> EngineStats {
+        let (hits, misses) = self.accounts.stats();
+        EngineStats {
+            account_cache_hits: hits,
+            account_cache_misses: misses,
+            rate_limit_wait: Duration::from_micros(self.paced_us.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn clear_caches(&self) {
+        self.accounts.clear();
+        self.subjects.clear();
+        self.groups.clear();
+        tracing::info!(provisioner = %self.name, "caches cleared");
     }
 
     async fn apply(&self, event: &Event) -> Result<Outcome, ApplyError> {

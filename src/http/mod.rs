@@ -22,6 +22,9 @@ pub mod auth;
 pub struct HttpRequest {
     /// Operation name for logs and errors, e.g. `accounts.create`.
     pub operation: String,
+    /// The URL as the operation defines it (a template), for the call log:
+    /// never the concrete URL.
+    pub path_template: Arc<str>,
     pub method: Method,
     /// Path and query relative to `url_prefix`, already percent-encoded,
     /// starting with `/`; or an absolute URL on the same origin as a
@@ -299,11 +302,24 @@ impl HttpClient {
     /// answer came. Unreachable nodes (connect error, timeout) are skipped in
     /// order; a 401/419 with a token scheme re-authenticates and retries once.
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TargetError> {
-        let (mut resp, generation) = self.send_failover(&req).await?;
+        let started = tokio::time::Instant::now();
+        let result = self.send_once_more_on_401(&req).await;
+        crate::call_log::record(crate::call_log::CallRecord {
+            operation: Arc::from(req.operation.as_str()),
+            method: req.method.to_string(),
+            path_template: req.path_template.clone(),
+            status: result.as_ref().ok().map(|r| r.status),
+            duration: started.elapsed(),
+        });
+        result
+    }
+
+    async fn send_once_more_on_401(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+        let (mut resp, generation) = self.send_failover(req).await?;
         if matches!(resp.status, 401 | 419) && self.inner.auth.can_refresh() {
             tracing::info!(operation = %req.operation, status = resp.status, "re-authenticating once");
             self.inner.auth.invalidate_generation(generation).await;
-            resp = self.send_failover(&req).await?.0;
+            resp = self.send_failover(req).await?.0;
         }
         Ok(resp)
     }

@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::order::{locks_of, OrderedQueue};
+use super::status::{now_ms, ConsumerState, ProvisionerStatus};
 use super::{OutcomeRecord, Verdict};
+use crate::call_log::{self, CallLog, CallObserver};
+use crate::metrics::Metrics;
 use crate::amqp::{self, headers, AmqpError, DeadLetter, ParkForm};
 use crate::bounded;
 use crate::config::{AmqpConfig, ProvisionerConfig};
@@ -54,6 +57,11 @@ pub(super) struct ConsumerContext {
     pub health: Arc<TargetHealth>,
     /// Lives across sessions too: which dead letters the broker refused.
     pub refused_parks: Arc<RefusedParks>,
+    /// The provisioner's live state (shared with its other consumers).
+    pub status: Arc<ProvisionerStatus>,
+    pub metrics: Arc<Metrics>,
+    /// Counts this provisioner's calls in the metrics as they end.
+    pub calls: Arc<dyn CallObserver>,
 }
 
 /// Bodies whose dead letter the broker refused once (for instance by closing
@@ -91,8 +99,9 @@ impl RefusedParks {
 enum SessionEnd {
     Shutdown,
     Lost(String),
-    /// The target is down: everything held went back to the broker.
-    TargetDown,
+    /// The target is down, or an operator paused the provisioner:
+    /// everything held went back to the broker.
+    Stood,
 }
 
 /// A delivery accepted for processing. The event is parsed once and shared
@@ -112,6 +121,9 @@ enum Finished {
         first_transient_failure: Option<Instant>,
     },
 }
+
+/// A finished task: how it ended and the calls it made.
+type TaskResult = (u64, Finished, CallLog);
 
 /// What to do with a finished event's delivery.
 #[derive(Debug, PartialEq, Eq)]
@@ -193,12 +205,15 @@ fn decide(
 /// the loop, so that even a task that panics leaves its delivery settleable.
 #[derive(Default)]
 struct InFlight {
-    tasks: JoinSet<(u64, Finished)>,
+    tasks: JoinSet<TaskResult>,
     deliveries: HashMap<u64, Pending>,
     tickets: HashMap<tokio::task::Id, u64>,
 }
 
-type Joined = Result<(tokio::task::Id, (u64, Finished)), tokio::task::JoinError>;
+type Joined = Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>;
+
+/// A finished event with its delivery.
+type Done = (u64, Pending, Finished, CallLog);
 
 impl InFlight {
     fn is_empty(&self) -> bool {
@@ -211,7 +226,7 @@ impl InFlight {
 
     /// The next finished event. A task that panicked becomes a permanent
     /// failure of its event (parked with the reason), not a stuck subject.
-    async fn next(&mut self) -> Option<(u64, Pending, Finished)> {
+    async fn next(&mut self) -> Option<Done> {
         loop {
             let joined = self.tasks.join_next_with_id().await?;
             if let Some(done) = self.claim(joined) {
@@ -221,7 +236,7 @@ impl InFlight {
     }
 
     /// A finished event, if one is finished already.
-    fn try_next(&mut self) -> Option<(u64, Pending, Finished)> {
+    fn try_next(&mut self) -> Option<Done> {
         loop {
             let joined = self.tasks.try_join_next_with_id()?;
             if let Some(done) = self.claim(joined) {
@@ -230,9 +245,9 @@ impl InFlight {
         }
     }
 
-    fn claim(&mut self, joined: Joined) -> Option<(u64, Pending, Finished)> {
-        let (id, finished) = match joined {
-            Ok((id, (_, finished))) => (id, finished),
+    fn claim(&mut self, joined: Joined) -> Option<Done> {
+        let (id, finished, calls) = match joined {
+            Ok((id, (_, finished, calls))) => (id, finished, calls),
             Err(e) if e.is_cancelled() => return None,
             Err(e) => {
                 tracing::error!(error = %e, "an event task panicked; its event is parked");
@@ -247,12 +262,12 @@ impl InFlight {
                     api_calls: 0,
                     first_transient_failure: None,
                 });
-                (e.id(), finished)
+                (e.id(), finished, CallLog::default())
             }
         };
         let ticket = self.tickets.remove(&id)?;
         let pending = self.deliveries.remove(&ticket)?;
-        Some((ticket, pending, finished))
+        Some((ticket, pending, finished, calls))
     }
 
     fn abort_all(&mut self) {
@@ -267,25 +282,45 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
     let mut backoff = first_backoff;
     loop {
         if shutdown.is_cancelled() {
-            return;
+            break;
+        }
+        if ctx.status.is_paused() {
+            ctx.status.set_consumer(&ctx.queue, ConsumerState::Paused);
+            let mut paused = ctx.status.subscribe_paused();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = paused.wait_for(|p| !*p) => {}
+            }
+            continue;
         }
         if !ctx.health.is_up() {
             tracing::info!(queue = %ctx.queue, "target down: not consuming until it answers again");
+            ctx.status.set_consumer(&ctx.queue, ConsumerState::WaitingForTarget);
             let mut up = ctx.health.subscribe();
+            let mut paused = ctx.status.subscribe_paused();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = up.wait_for(|up| *up) => {}
+                _ = paused.wait_for(|p| *p) => {}
             }
             continue;
         }
         let started = Instant::now();
+        ctx.status.set_consumer(&ctx.queue, ConsumerState::Connecting);
         let end = session(&ctx, &shutdown).await;
         let reason = match end {
-            Ok(SessionEnd::Shutdown) => return,
-            Ok(SessionEnd::TargetDown) => continue,
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Stood) => continue,
             Ok(SessionEnd::Lost(reason)) => reason,
             Err(e) => e.to_string(),
         };
+        ctx.status.set_consumer(
+            &ctx.queue,
+            ConsumerState::BrokerDown {
+                since: now_ms(),
+                reason: bounded::detail(&reason).into_owned(),
+            },
+        );
         if started.elapsed() > Duration::from_secs(30) {
             backoff = first_backoff;
         }
@@ -296,16 +331,17 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
             "broker connection lost or unavailable; reconnecting"
         );
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(ctx.amqp.reconnect_max);
     }
+    ctx.status.set_consumer(&ctx.queue, ConsumerState::Stopped);
 }
 
-/// Resolves once the target is down.
-async fn until_down(up: &mut watch::Receiver<bool>) {
-    if up.wait_for(|up| !*up).await.is_err() {
+/// Resolves once the watched flag has the value `until`.
+async fn until(flag: &mut watch::Receiver<bool>, until: bool) {
+    if flag.wait_for(|v| *v == until).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -330,6 +366,7 @@ async fn session(
         .await?;
     amqp::declare(&conn, &ctx.topology).await?;
     let mut up = ctx.health.subscribe();
+    let mut paused = ctx.status.subscribe_paused();
     let mut consumer = channel
         .basic_consume(
             ctx.queue.as_str().into(),
@@ -339,6 +376,7 @@ async fn session(
         )
         .await?;
     tracing::info!(queue = %ctx.queue, "consuming");
+    ctx.status.set_consumer(&ctx.queue, ConsumerState::Consuming);
     let broker = Broker {
         conn: &conn,
         channel: &channel,
@@ -357,28 +395,29 @@ async fn session(
                 drain(ctx, &broker, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
-            _ = until_down(&mut up) => {
-                // What has finished already is settled; the rest goes back.
-                while let Some((ticket, pending, finished)) = running.try_next() {
-                    queue.finish(ticket);
-                    if let Err(e) = settle(ctx, &broker, pending, finished).await {
-                        tracing::warn!(error = %e, "could not settle an event; it goes back to the queue");
-                        break;
-                    }
-                }
+            _ = until(&mut up, false) => {
+                settle_finished(ctx, &broker, &mut queue, &mut running).await;
                 tracing::warn!(
                     held = queue.len(),
                     "target down: every held delivery goes back to the queue"
                 );
-                break SessionEnd::TargetDown;
+                break SessionEnd::Stood;
             }
-            Some((ticket, pending, finished)) = running.next(), if !running.is_empty() => {
+            _ = until(&mut paused, true) => {
+                settle_finished(ctx, &broker, &mut queue, &mut running).await;
+                tracing::warn!(
+                    held = queue.len(),
+                    "paused: every held delivery goes back to the queue"
+                );
+                break SessionEnd::Stood;
+            }
+            Some((ticket, pending, finished, calls)) = running.next(), if !running.is_empty() => {
                 queue.finish(ticket);
-                match settle(ctx, &broker, pending, finished).await {
+                match settle(ctx, &broker, pending, finished, calls).await {
                     Ok(None) => {}
                     Ok(Some(reason)) => {
                         ctx.health.mark_down(reason);
-                        break SessionEnd::TargetDown;
+                        break SessionEnd::Stood;
                     }
                     Err(e) => break SessionEnd::Lost(e.to_string()),
                 }
@@ -404,10 +443,29 @@ async fn session(
     // Anything unfinished was not acknowledged: the broker requeues it, in
     // its order, when the connection closes, and it is applied again
     // (idempotently) later.
+    for _ in 0..running.len() {
+        ctx.status.finished();
+    }
     running.abort_all();
     // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
+}
+
+/// Settles the events that have finished already, before the rest goes back.
+async fn settle_finished(
+    ctx: &ConsumerContext,
+    broker: &Broker<'_>,
+    queue: &mut OrderedQueue<Pending>,
+    running: &mut InFlight,
+) {
+    while let Some((ticket, pending, finished, calls)) = running.try_next() {
+        queue.finish(ticket);
+        if let Err(e) = settle(ctx, broker, pending, finished, calls).await {
+            tracing::warn!(error = %e, "could not settle an event; it goes back to the queue");
+            break;
+        }
+    }
 }
 
 async fn sleep_until_some(at: Option<Instant>) {
@@ -509,6 +567,8 @@ async fn accept(
                     api_calls: 0,
                     duration: received.elapsed(),
                     redelivered: delivery.redelivered,
+                    at: std::time::SystemTime::now(),
+                    calls: CallLog::default(),
                 },
             );
             Ok(())
@@ -567,7 +627,11 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
     for (ticket, pending) in ready {
         let provisioner = ctx.provisioner.clone();
         let health = ctx.health.clone();
+        let metrics = ctx.metrics.clone();
+        let observer = ctx.calls.clone();
+        let name = ctx.config.name.clone();
         let policy = ctx.config.retry.clone();
+        ctx.status.started();
         let span = tracing::info_span!(
             "event",
             id = %bounded::label(&pending.event.id),
@@ -587,6 +651,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                     |attempt, error, wait| {
                         let _ = first_failure.set(Instant::now());
                         health.record_attempt(true);
+                        metrics.retry(&name);
                         tracing::warn!(
                             attempt,
                             retry_in_ms = wait.as_millis() as u64,
@@ -595,7 +660,9 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                         );
                     },
                 );
-                let finished = match tokio::time::timeout_at(hold_ends, retried).await {
+                let bounded_run = tokio::time::timeout_at(hold_ends, retried);
+                let (ran, calls) = call_log::collect(Some(observer), bounded_run).await;
+                let finished = match ran {
                     Ok(attempts) => {
                         record_end(&health, &attempts);
                         Finished::Attempted(attempts)
@@ -604,7 +671,7 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
                         first_transient_failure: first_failure.get().copied(),
                     },
                 };
-                (ticket, finished)
+                (ticket, finished, calls)
             }
             .instrument(span),
         );
@@ -641,7 +708,9 @@ async fn settle(
     broker: &Broker<'_>,
     pending: Pending,
     finished: Finished,
+    calls: CallLog,
 ) -> Result<Option<String>, AmqpError> {
+    ctx.status.finished();
     let Pending {
         delivery,
         event,
@@ -659,6 +728,24 @@ async fn settle(
                 event_id = %bounded::label(&event.id),
                 reason = %bounded::detail(&reason),
                 "not the event's failure: the target is taken for down and the event goes back to the queue"
+            );
+            report(
+                ctx,
+                OutcomeRecord {
+                    provisioner: ctx.config.name.clone(),
+                    event_id: bounded::label(&event.id).into_owned(),
+                    action: Some(event.action.to_string()),
+                    group: Some(bounded::label(&event.group).into_owned()),
+                    subject: Some(bounded::label(&event.subject_label()).into_owned()),
+                    verdict: Verdict::Returned,
+                    detail: bounded::detail(&reason).into_owned(),
+                    attempts,
+                    api_calls,
+                    duration: received.elapsed(),
+                    redelivered: delivery.redelivered,
+                    at: std::time::SystemTime::now(),
+                    calls,
+                },
             );
             return Ok(Some(reason));
         }
@@ -690,6 +777,8 @@ async fn settle(
             api_calls,
             duration: received.elapsed(),
             redelivered: delivery.redelivered,
+            at: std::time::SystemTime::now(),
+            calls,
         },
     );
     Ok(None)
@@ -725,9 +814,9 @@ async fn drain(
     );
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.next()).await {
-            Ok(Some((ticket, pending, finished))) => {
+            Ok(Some((ticket, pending, finished, calls))) => {
                 queue.finish(ticket);
-                match settle(ctx, broker, pending, finished).await {
+                match settle(ctx, broker, pending, finished, calls).await {
                     Ok(None) => {}
                     Ok(Some(_)) => {
                         tracing::info!("an event goes back to the queue: the target is down")
@@ -766,6 +855,12 @@ fn report(ctx: &ConsumerContext, record: OutcomeRecord) {
         detail = %record.detail,
         "event"
     );
+    ctx.metrics.event(
+        &ctx.config.name,
+        record.action.as_deref().unwrap_or("invalid"),
+        record.verdict.as_str(),
+    );
+    ctx.status.settled(record.verdict);
     // No receiver is fine: observers are optional.
     let _ = ctx.outcomes.send(record);
 }

@@ -1,7 +1,8 @@
 //! The worker: `run(config, shutdown)` starts one consumer task per
-//! provisioner and returns when every task has drained after `shutdown`.
-//! Every event's outcome is logged once and broadcast to observers (the demo,
-//! tests).
+//! consumed queue and one prober per provisioner, and returns when every task
+//! has drained after `shutdown`. Every event's outcome is logged once,
+//! counted in the metrics and broadcast to observers (the journal, the demo,
+//! tests); each provisioner's live state is in its [`ProvisionerStatus`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,13 @@ use crate::assembly;
 use crate::config::{Config, ProvisionerConfig};
 use crate::engine::health::{HealthPolicy, TargetHealth};
 use crate::engine::Provisioner;
+use crate::metrics::Metrics;
 
 mod consumer;
 pub mod order;
+pub mod status;
+
+pub use status::{ConsumerState, ProvisionerStatus};
 
 /// How an event ended for one provisioner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +28,9 @@ pub enum Verdict {
     Applied,
     Ignored,
     DeadLettered,
+    /// Given back to the broker unsettled: its target is down. It comes
+    /// again later.
+    Returned,
 }
 
 impl Verdict {
@@ -31,6 +39,7 @@ impl Verdict {
             Verdict::Applied => "applied",
             Verdict::Ignored => "ignored",
             Verdict::DeadLettered => "dead-lettered",
+            Verdict::Returned => "returned",
         }
     }
 }
@@ -50,6 +59,10 @@ pub struct OutcomeRecord {
     pub api_calls: u32,
     pub duration: Duration,
     pub redelivered: bool,
+    /// When it was settled.
+    pub at: std::time::SystemTime,
+    /// The target calls the event made (the first ones, and how many more).
+    pub calls: crate::call_log::CallLog,
 }
 
 /// Why the worker could not start.
@@ -64,8 +77,9 @@ pub enum WorkerError {
 /// A configured worker, ready to run.
 pub struct Worker {
     config: Config,
-    provisioners: Vec<(ProvisionerConfig, Arc<dyn Provisioner>)>,
+    provisioners: Vec<(ProvisionerConfig, Arc<ProvisionerStatus>)>,
     outcomes: broadcast::Sender<OutcomeRecord>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -88,10 +102,28 @@ impl Worker {
             return Err(WorkerError::NoProvisioners);
         }
         let (outcomes, _) = broadcast::channel(4096);
+        let provisioners: Vec<(ProvisionerConfig, Arc<ProvisionerStatus>)> = provisioners
+            .into_iter()
+            .map(|(p, built)| {
+                let health = Arc::new(TargetHealth::new(HealthPolicy {
+                    first_probe: p.retry.probe_first,
+                    max_probe_interval: p.retry.probe_max,
+                    ..HealthPolicy::default()
+                }));
+                let queues = crate::amqp::Topology::of(&p, &config.amqp).consumed();
+                let status = Arc::new(ProvisionerStatus::new(&p.name, health, built, &queues));
+                (p, status)
+            })
+            .collect();
+        let statuses = provisioners.iter().map(|(_, s)| s.clone()).collect();
+        let metrics = Arc::new(Metrics::new(vec![Arc::new(status::StatusSamples(
+            statuses,
+        ))]));
         Ok(Worker {
             config,
             provisioners,
             outcomes,
+            metrics,
         })
     }
 
@@ -100,16 +132,28 @@ impl Worker {
         self.outcomes.subscribe()
     }
 
+    /// Each provisioner's live state (pause and resume go through it).
+    pub fn statuses(&self) -> Vec<Arc<ProvisionerStatus>> {
+        self.provisioners.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The configuration the worker runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Consumes until `shutdown`, then drains: in-flight events finish within
     /// the grace period or are returned to the queue.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        for (config, provisioner) in self.provisioners {
-            let health = Arc::new(TargetHealth::new(HealthPolicy {
-                first_probe: config.retry.probe_first,
-                max_probe_interval: config.retry.probe_max,
-                ..HealthPolicy::default()
-            }));
+        for (config, status) in self.provisioners {
+            let health = status.health().clone();
+            let provisioner = status.provisioner().clone();
             let span = tracing::info_span!("prober", provisioner = %config.name);
             tasks.spawn(tracing::Instrument::instrument(
                 probe_while_down(
@@ -132,6 +176,9 @@ impl Worker {
                     outcomes: self.outcomes.clone(),
                     health: health.clone(),
                     refused_parks: Arc::new(consumer::RefusedParks::new()),
+                    status: status.clone(),
+                    metrics: self.metrics.clone(),
+                    calls: self.metrics.calls_of(&config.name),
                 };
                 let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
                 let stop = shutdown.clone();

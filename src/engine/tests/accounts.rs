@@ -53,8 +53,15 @@ async fn a_second_event_for_the_same_subject_uses_the_cached_api_id() {
         applied(&e, &t, &one("update", PG, "asmith")).await,
         ["update u-asmith"]
     );
-    let (hits, misses) = e.account_cache_stats();
+    let stats = crate::engine::Provisioner::stats(&e);
+    let (hits, misses) = (stats.account_cache_hits, stats.account_cache_misses);
     assert!(hits >= 2 && misses >= 2, "cache stats {hits}/{misses}");
+    crate::engine::Provisioner::clear_caches(&e);
+    assert_eq!(
+        applied(&e, &t, &one("update", PG, "asmith")).await,
+        ["lookup asmith", "update u-asmith"],
+        "after clearing the caches the ID is looked up again"
+    );
 }
 
 #[tokio::test]

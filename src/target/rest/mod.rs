@@ -74,6 +74,7 @@ impl RestTarget {
             .map_err(|e| TargetError::permanent(format!("{}: body: {e}", op.name)))?;
         Ok(HttpRequest {
             operation: op.name.to_string(),
+            path_template: op.url.source().clone(),
             method: op.method.clone(),
             path_and_query,
             body,

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -447,18 +446,45 @@ pub fn eq_filter(attr: &str, value: &str) -> String {
     format!("{attr} eq {}", filter_string(value))
 }
 
-/// Everything but RFC 3986 unreserved characters is encoded; that is right for
-/// path segments and query values alike (spaces become `%20`, never `+`,
-/// which some providers would not decode in a filter).
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes one query value or path segment.
+/// Percent-encodes one query value or path segment: everything but RFC 3986
+/// unreserved characters, so spaces become `%20`, never `+`, which some
+/// providers would not decode in a filter.
 pub fn encode(value: &str) -> String {
-    utf8_percent_encode(value, COMPONENT).to_string()
+    crate::template::encode_component(value)
+}
+
+/// The shape of a SCIM request path, for the call log: the resource type
+/// kept, a resource ID as `{id}`, query values as `…` (they hold subjects).
+pub fn path_template(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let mut out = String::new();
+    if let Some(kind) = segments.next() {
+        out.push('/');
+        out.push_str(kind);
+    }
+    if segments.next().is_some() {
+        out.push_str("/{id}");
+    }
+    if let Some(q) = query {
+        let names: Vec<&str> = q
+            .split('&')
+            .filter_map(|kv| kv.split('=').next())
+            .filter(|k| !k.is_empty())
+            .collect();
+        out.push('?');
+        out.push_str(
+            &names
+                .iter()
+                .map(|k| format!("{k}=…"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
+    }
+    out
 }
 
 /// `?k=v&...` from unencoded pairs.

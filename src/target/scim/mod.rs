@@ -108,6 +108,7 @@ impl ScimTarget {
         self.http
             .send(HttpRequest {
                 operation: operation.to_string(),
+                path_template: mapping::path_template(&path_and_query).into(),
                 method,
                 path_and_query,
                 body,

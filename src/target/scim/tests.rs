@@ -1633,3 +1633,20 @@ fn members_and_errors_parse() {
     assert!(mapping::is_absent(400, &scim_error(400, "noTarget")));
     assert!(mapping::is_absent(404, &Value::Null));
 }
+
+#[test]
+fn call_log_templates_keep_the_resource_shape_and_drop_values() {
+    let cases = [
+        ("/Users", "/Users"),
+        ("/Users/2819c223-7f76", "/Users/{id}"),
+        (
+            "/Users?filter=userName%20eq%20%22jdoe%22&count=1",
+            "/Users?filter=…&count=…",
+        ),
+        ("/Groups/g-1?attributes=members", "/Groups/{id}?attributes=…"),
+        ("", ""),
+    ];
+    for (path, want) in cases {
+        assert_eq!(mapping::path_template(path), want, "{path}");
+    }
+}
