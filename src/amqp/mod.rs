@@ -14,6 +14,8 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 
 use crate::config::{AmqpConfig, ProvisionerConfig, QueueType};
 
+pub mod dead_letters;
+
 /// Why talking to the broker failed. Messages never contain the URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {

@@ -14,8 +14,9 @@ mod logging;
 mod publish;
 mod replay;
 
+pub use crate::amqp::dead_letters::RequeueOptions;
 pub use check::check;
-pub use dead_letters::{dead_letters_list, dead_letters_requeue, RequeueOptions};
+pub use dead_letters::{dead_letters_list, dead_letters_requeue};
 pub use demo::demo;
 pub use logging::init_logging;
 pub use publish::{publish, PublishTarget};

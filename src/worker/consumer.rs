@@ -32,15 +32,15 @@ use tracing::Instrument;
 use super::order::{locks_of, OrderedQueue};
 use super::status::{now_ms, ConsumerState, ProvisionerStatus};
 use super::{OutcomeRecord, Verdict};
-use crate::call_log::{self, CallLog, CallObserver};
-use crate::metrics::Metrics;
 use crate::amqp::{self, headers, AmqpError, DeadLetter, ParkForm};
 use crate::bounded;
+use crate::call_log::{self, CallLog, CallObserver};
 use crate::config::{AmqpConfig, ProvisionerConfig};
 use crate::engine::health::TargetHealth;
 use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::{ApplyError, OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
+use crate::metrics::Metrics;
 use crate::target::TargetError;
 
 #[derive(Clone)]
@@ -295,7 +295,8 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         }
         if !ctx.health.is_up() {
             tracing::info!(queue = %ctx.queue, "target down: not consuming until it answers again");
-            ctx.status.set_consumer(&ctx.queue, ConsumerState::WaitingForTarget);
+            ctx.status
+                .set_consumer(&ctx.queue, ConsumerState::WaitingForTarget);
             let mut up = ctx.health.subscribe();
             let mut paused = ctx.status.subscribe_paused();
             tokio::select! {
@@ -306,7 +307,8 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
             continue;
         }
         let started = Instant::now();
-        ctx.status.set_consumer(&ctx.queue, ConsumerState::Connecting);
+        ctx.status
+            .set_consumer(&ctx.queue, ConsumerState::Connecting);
         let end = session(&ctx, &shutdown).await;
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
@@ -376,7 +378,8 @@ async fn session(
         )
         .await?;
     tracing::info!(queue = %ctx.queue, "consuming");
-    ctx.status.set_consumer(&ctx.queue, ConsumerState::Consuming);
+    ctx.status
+        .set_consumer(&ctx.queue, ConsumerState::Consuming);
     let broker = Broker {
         conn: &conn,
         channel: &channel,

@@ -1643,7 +1643,10 @@ fn call_log_templates_keep_the_resource_shape_and_drop_values() {
             "/Users?filter=userName%20eq%20%22jdoe%22&count=1",
             "/Users?filter=…&count=…",
         ),
-        ("/Groups/g-1?attributes=members", "/Groups/{id}?attributes=…"),
+        (
+            "/Groups/g-1?attributes=members",
+            "/Groups/{id}?attributes=…",
+        ),
         ("", ""),
     ];
     for (path, want) in cases {
