@@ -1,7 +1,8 @@
 //! The demo's target: an in-memory Zoom-style REST API, the one SPEC §4's
 //! example provisioner file (provisioners/example.toml) describes, as an
-//! axum [`Router`] over a [`Directory`]. `provisioner demo` serves it on a
-//! loopback port ([`super::server::Server`]) and prints its final state.
+//! axum [`Router`] over the directory of [`super::directory`].
+//! `provisioner demo` serves it on a loopback port
+//! ([`super::server::Server`]) and prints its final state.
 //!
 //! It is deliberately small but strict: it validates bodies and answers
 //! with the statuses the example file expects.
