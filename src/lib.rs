@@ -16,7 +16,8 @@
 //! - [`template`]: minijinja templates for URLs, bodies and headers.
 //! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
 //! - [`worker`]: `run(config, shutdown)`: one consumer task per provisioner.
-//! - [`mock_target`]: an in-memory REST target (demo and tests).
+//! - [`demo`]: what `provisioner demo` serves: the example provisioner's
+//!   Zoom-style REST API, in memory, on a loopback port.
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
 pub mod amqp;
@@ -25,11 +26,11 @@ pub mod bounded;
 pub mod call_log;
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod http;
 pub mod metrics;
-pub mod mock_target;
 pub mod target;
 pub mod template;
 pub mod worker;

@@ -1,5 +1,5 @@
-//! `provisioner demo`: a newcomer's tour. An embedded mock of the example
-//! API, sample events published to a throwaway queue on the broker at
+//! `provisioner demo`: a newcomer's tour. An embedded copy of the example
+//! API (`crate::demo`), sample events published to a throwaway queue on the broker at
 //! `AMQP_URL`, the worker applying them, and the target's final state. With
 //! no broker it says how to start one and applies the same events in-process.
 
@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::anyhow_free;
 use crate::amqp;
 use crate::config::{self, Config, ProvisionerConfig};
-use crate::mock_target::MockTarget;
+use crate::demo::api::DemoApi;
+use crate::demo::server::Server;
 use crate::worker::{Verdict, Worker};
 
 const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
@@ -33,10 +34,10 @@ fn sample_events() -> Vec<String> {
     .collect()
 }
 
-/// The example provisioner, aimed at the mock and a throwaway queue.
-fn demo_provisioner(mock_url: &str, queue: &str) -> Result<ProvisionerConfig, String> {
+/// The example provisioner, aimed at the demo API and a throwaway queue.
+fn demo_provisioner(api_url: &str, queue: &str) -> Result<ProvisionerConfig, String> {
     let mut table: toml::Table = toml::from_str(EXAMPLE).map_err(|e| e.to_string())?;
-    table.insert("url_prefix".into(), toml::Value::String(mock_url.into()));
+    table.insert("url_prefix".into(), toml::Value::String(api_url.into()));
     table.insert("queue".into(), toml::Value::String(queue.into()));
     table.insert("name".into(), toml::Value::String("example".into()));
     table.insert("target_group_retry_delay".into(), toml::Value::Integer(1));
@@ -49,18 +50,19 @@ fn demo_provisioner(mock_url: &str, queue: &str) -> Result<ProvisionerConfig, St
 pub async fn demo() -> anyhow_free::Result {
     // lapin reports its own clean shutdown of short-lived connections as errors.
     super::init_logging("error,lapin=off", config::LogFormat::Text);
-    let mock = match MockTarget::start().await {
-        Ok(m) => m,
+    let api = DemoApi::new();
+    let server = match Server::start(api.router()).await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the embedded mock target: {e}");
             return Ok(1);
         }
     };
-    mock.add_group("Staff");
-    mock.add_group("Admins");
-    mock.add_user("breakglass@example.edu", "Break", "Glass");
-    mock.add_user("olduser@example.edu", "Old", "User");
-    let _ = mock.add_member("Admins", "olduser@example.edu");
+    api.add_group("Staff");
+    api.add_group("Admins");
+    api.add_user("breakglass@example.edu", "Break", "Glass");
+    api.add_user("olduser@example.edu", "Old", "User");
+    let _ = api.add_member("Admins", "olduser@example.edu");
 
     let queue = format!(
         "provisioner.demo.{}.{}",
@@ -70,7 +72,7 @@ pub async fn demo() -> anyhow_free::Result {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
-    let provisioner = match demo_provisioner(&mock.url(), &queue) {
+    let provisioner = match demo_provisioner(&server.url(), &queue) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: the example provisioner is invalid: {e}");
@@ -91,7 +93,7 @@ pub async fn demo() -> anyhow_free::Result {
     println!("================");
     println!(
         "Target: an embedded mock of the Zoom-style API in provisioners/example.toml, at {}",
-        mock.url()
+        server.url()
     );
     println!("        seeded with groups Staff and Admins, the unmanaged account breakglass@example.edu,");
     println!("        and olduser@example.edu (a member of Admins).\n");
@@ -115,13 +117,13 @@ pub async fn demo() -> anyhow_free::Result {
 
     println!("\nFinal state of the target");
     println!("-------------------------");
-    for u in mock.users() {
+    for u in api.users() {
         println!(
             "  user  {:<24} {:<8} {} {}",
             u.email, u.id, u.first_name, u.last_name
         );
     }
-    for g in mock.groups() {
+    for g in api.groups() {
         println!(
             "  group {:<24} {:<8} members: {}",
             g.name,
@@ -135,9 +137,9 @@ pub async fn demo() -> anyhow_free::Result {
     }
     println!(
         "\nThe target received {} API calls. Next: README.md (configuration walk-through), docs/.",
-        mock.requests().len()
+        api.requests_served()
     );
-    mock.shutdown().await;
+    server.shutdown().await;
     Ok(0)
 }
 

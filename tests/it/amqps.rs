@@ -12,7 +12,6 @@ use lapin::options::QueueDeleteOptions;
 use lapin::BasicProperties;
 use provisioner::amqp::{AmqpError, CONNECT_TIMEOUT};
 use provisioner::config::{self, AmqpConfig, Secret, TlsConfig};
-use provisioner::mock_target::MockTarget;
 use provisioner::worker::{Verdict, Worker};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -24,6 +23,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
 /// The password of the URLs that must fail; it may show in no error.

@@ -182,7 +182,7 @@ fn the_demo_without_a_broker_says_how_to_start_one_and_still_shows_the_events() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_dry_run_shows_the_writes_and_changes_nothing_then_replay_applies() {
-    use provisioner::mock_target::MockTarget;
+    use crate::support::mock_rest::MockTarget;
     let mock = MockTarget::start().await.unwrap();
     mock.add_user("old@example.edu", "Old", "User");
     mock.add_group("Staff");

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use provisioner::worker::Verdict;
 
+use crate::support::mock_rest::MockTarget;
 use crate::support::*;
-use provisioner::mock_target::MockTarget;
 
 fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))

@@ -195,7 +195,9 @@ impl provisioner::engine::Provisioner for PanickyProvisioner {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_while_applying_parks_that_event_and_the_subject_goes_on() {
     let _broker = shared().await;
-    let mock = provisioner::mock_target::MockTarget::start().await.unwrap();
+    let mock = crate::support::mock_rest::MockTarget::start()
+        .await
+        .unwrap();
     let queue = unique("panic");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("example.toml");

@@ -21,13 +21,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
 use provisioner::amqp::{self, header_str, Topology};
-use provisioner::mock_target::MockTarget;
 use provisioner::worker::{OutcomeRecord, Verdict};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::process::Deployment;
+use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
 // ------------------------------------------------------------------ helpers
@@ -554,7 +554,7 @@ async fn a_window_of_500s_is_retried_with_backoff_and_everything_applies_in_orde
         .into_iter()
         .map(|u| (u.id, u.email.to_lowercase()))
         .collect();
-    let subject_of = |r: &provisioner::mock_target::RecordedRequest| -> Option<String> {
+    let subject_of = |r: &crate::support::recorded::RecordedRequest| -> Option<String> {
         if r.method == "POST" {
             return r.body.as_ref()?["user_info"]["email"]
                 .as_str()

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
 use lapin::{BasicProperties, Channel, Connection};
-use provisioner::mock_target::scim::{query_param, MockScim, ScimUser, USER_SCHEMA};
-use provisioner::mock_target::RecordedRequest;
 use provisioner::worker::{OutcomeRecord, Verdict, Worker};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::mock_scim::{MockScim, ScimUser, USER_SCHEMA};
+use crate::support::recorded::{query_param, RecordedRequest};
 use crate::support::{amqp_config, connect, shared, unique, DEADLINE};
 
 const USERS: &str = "app:scim:users";

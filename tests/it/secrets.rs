@@ -4,11 +4,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use provisioner::mock_target::MockTarget;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
 const SECRETS: [&str; 7] = [

@@ -162,16 +162,19 @@ fn split_sub(path: &str) -> Result<(String, Option<String>), String> {
     Ok((attr.to_string(), sub.map(str::to_string)))
 }
 
-/// RFC 7643 §2.1: `ATTRNAME = ALPHA *(nameChar)`, `nameChar = "-" / "_" / DIGIT / ALPHA`.
-fn check_name(name: &str) -> Result<(), String> {
+/// One attribute or sub-attribute name. RFC 7643 §2.1: `ATTRNAME = ALPHA
+/// *(nameChar)`, `nameChar = "-" / "_" / DIGIT / ALPHA`; and `$ref`, the
+/// reference sub-attribute of RFC 7643 §2.3.7 (`manager.$ref`).
+pub fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '$');
+    let ok = name == "$ref"
+        || (chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a SCIM attribute name (a letter, then letters, digits, `-` or `_`)"
+            "`{name}` is not a SCIM attribute name (a letter, then letters, digits, `-` or `_`; or `$ref`)"
         ))
     }
 }

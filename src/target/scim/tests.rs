@@ -1405,6 +1405,31 @@ fn filter_strings_are_json_string_literals() {
 }
 
 #[test]
+fn attribute_names_follow_rfc_7643() {
+    for ok in [
+        "userName",
+        "x509Certificates",
+        "employee-number",
+        "a_b",
+        "$ref",
+    ] {
+        assert_eq!(mapping::check_name(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "1userName",
+        "user name",
+        "a$b",
+        "$other",
+        "-a",
+        "a.b",
+        "é",
+    ] {
+        assert!(mapping::check_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn query_values_and_path_segments_are_fully_encoded() {
     let cases = [
         ("abc-._~XYZ09", "abc-._~XYZ09"),

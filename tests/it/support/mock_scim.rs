@@ -48,54 +48,48 @@
 //! `noTarget`, as RFC 7644 §3.5.2 says. `id`, `meta` (and a User's `groups`)
 //! are read-only (400 `mutability`).
 //!
-//! # Faults and authentication
+//! # Faults, authentication, request log
 //!
-//! Before the API sees a request: the script of [`MockScim::fail_next`] (each
-//! entry consumed by exactly one request), then [`MockScim::require_bearer`]
-//! (401). Every request is recorded, including those answered by a fault.
+//! `MockScim` is a [`Double`]: it derefs to its `Intercept`, the same
+//! test-only layer as `MockTarget`'s. Every request is recorded, then come
+//! scripted faults (`fail_next`), the authentication rule (`require_bearer`,
+//! 401) and route failures, before the API sees it. Refusals are SCIM Error
+//! messages.
 //!
-//! Locking rule: the state is behind a std `Mutex`, only ever taken inside a
-//! synchronous closure ([`Shared::with`] / [`Shared::read`]), so it is never
-//! held across an `.await`.
+//! The state is a [`Shared`] `Store`: the lock is only ever taken inside a
+//! synchronous closure, so it is never held across an `.await`.
 //!
 //! # Example
 //!
-//! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
-//! use provisioner::mock_target::scim::MockScim;
-//! use std::time::Duration;
-//!
+//! ```ignore
 //! let scim = MockScim::start().await?;
 //! scim.add_user("jdoe", "John", "Doe", "jdoe@example.edu");
 //! scim.add_group("Staff");
 //! // ... point a `kind = "scim"` provisioner's url_prefix at scim.url() ...
 //! assert!(scim.wait_until(Duration::from_secs(5), |m| m.members("Staff") == ["jdoe"]).await);
-//! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::middleware::{self, Next};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
+use provisioner::demo::api::now_rfc3339;
+use provisioner::demo::shared::Shared;
+use provisioner::target::scim::mapping::check_name;
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use super::RecordedRequest;
+use super::double::Double;
+use super::intercept::{Refusal, MAX_BODY};
 
-#[cfg(test)]
-#[path = "scim_tests.rs"]
+/// The double's own tests.
 mod tests;
 
 /// The core User schema URN.
@@ -118,10 +112,6 @@ pub const BASE_PATH: &str = "/scim/v2";
 const DEFAULT_COUNT: usize = 100;
 /// Largest `count` honoured (larger values are clamped).
 const MAX_COUNT: usize = 1000;
-/// Largest request body read (a larger one gets 413).
-const MAX_BODY: usize = 1 << 20;
-/// How long [`MockScim::shutdown`] waits before stopping the task outright.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Attributes of a User that clients cannot set.
 const USER_READ_ONLY: &[&str] = &["id", "meta", "groups"];
@@ -341,16 +331,9 @@ fn parse_string_literal(s: &str) -> Result<(String, usize), String> {
     Ok((value, i + 1))
 }
 
-fn check_name(name: &str, whole: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '$');
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        Ok(())
-    } else {
-        Err(format!("`{whole}` is not an attribute path"))
-    }
+/// [`check_name`], its error naming the whole path.
+fn check_name_in(name: &str, whole: &str) -> Result<(), String> {
+    check_name(name).map_err(|e| format!("in `{whole}`: {e}"))
 }
 
 /// `attr`, `attr.sub`, `urn:...:attr`, `urn:...:attr.sub`.
@@ -378,9 +361,9 @@ pub(crate) fn parse_attr_path(path: &str) -> Result<AttrRef, String> {
         Some((a, s)) => (a, Some(s)),
         None => (rest, None),
     };
-    check_name(attr, path)?;
+    check_name_in(attr, path)?;
     if let Some(sub) = sub {
-        check_name(sub, path)?;
+        check_name_in(sub, path)?;
     }
     Ok(AttrRef {
         urn,
@@ -708,7 +691,7 @@ pub(crate) fn parse_patch_path(text: &str) -> Result<PatchPath, ScimError> {
                 "`{text}`: unexpected `{tail}` after the filter"
             )));
         };
-        check_name(sub, text).map_err(ScimError::invalid_path)?;
+        check_name_in(sub, text).map_err(ScimError::invalid_path)?;
         Some(sub.to_string())
     };
     Ok(PatchPath {
@@ -1072,13 +1055,6 @@ fn add_extension_schemas(res: &mut Map<String, Value>) {
             }
         }
     }
-}
-
-fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn str_field<'m>(res: &'m Map<String, Value>, name: &str) -> Option<&'m str> {
@@ -1703,45 +1679,57 @@ fn current_meta(res: &Map<String, Value>) -> Option<Value> {
 
 // ================================================================= server
 
-/// Everything behind the lock.
-#[derive(Debug, Default)]
-struct Inner {
-    store: Store,
-    log: Vec<RecordedRequest>,
-    next_seq: u64,
-    /// Statuses for the next requests, one each.
-    script: VecDeque<u16>,
-    /// The bearer token every request must carry.
-    bearer: Option<String>,
+/// The store as the handlers and the [`MockScim`] handle share it.
+type Data = Arc<Shared<Store>>;
+
+/// The two resource types served, each under its own folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    User,
+    Group,
 }
 
-/// State shared by the server task and the [`MockScim`] handle.
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<Inner>,
-    /// Bumped after every change, so waiters re-check their condition.
-    changes: watch::Sender<u64>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+impl Store {
+    fn list(&self, kind: Kind, q: &ListQuery) -> ApiResult {
+        match kind {
+            Kind::User => self.list_users(q),
+            Kind::Group => self.list_groups(q),
+        }
     }
 
-    /// Runs `f` under the lock and tells waiters that something may have changed.
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let result = {
-            let mut inner = self.lock();
-            f(&mut inner)
-        };
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        result
+    fn get(&self, kind: Kind, id: &str, p: &Projection) -> ApiResult {
+        match kind {
+            Kind::User => self.get_user(id, p),
+            Kind::Group => self.get_group(id, p),
+        }
     }
 
-    /// Runs `f` under the lock, read-only.
-    fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
-        let inner = self.lock();
-        f(&inner)
+    fn create(&mut self, kind: Kind, body: &Value, now: &str) -> ApiResult {
+        match kind {
+            Kind::User => self.create_user(body, now),
+            Kind::Group => self.create_group(body, now),
+        }
+    }
+
+    fn replace(&mut self, kind: Kind, id: &str, body: &Value, now: &str) -> ApiResult {
+        match kind {
+            Kind::User => self.replace_user(id, body, now),
+            Kind::Group => self.replace_group(id, body, now),
+        }
+    }
+
+    fn patch(&mut self, kind: Kind, id: &str, body: &Value, now: &str) -> ApiResult {
+        match kind {
+            Kind::User => self.patch_user(id, body, now),
+            Kind::Group => self.patch_group(id, body, now),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, id: &str) -> ApiResult {
+        match kind {
+            Kind::User => self.delete_user(id),
+            Kind::Group => self.delete_group(id),
+        }
     }
 }
 
@@ -1778,233 +1766,86 @@ fn parse_body(bytes: &Bytes) -> Result<Value, ScimError> {
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }
 
-fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut map: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        map.entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    map
+/// Refusals of the `Intercept` layer, as SCIM Error messages.
+fn render(refusal: Refusal) -> Response {
+    let error = match refusal {
+        Refusal::Injected(status) => ScimError::new(status, None, "injected failure (mock SCIM)"),
+        Refusal::Unauthorized => ScimError::new(401, None, "missing or wrong credentials"),
+        Refusal::TooLarge => ScimError::new(
+            413,
+            None,
+            format!("request body larger than {MAX_BODY} bytes"),
+        ),
+        Refusal::Released => {
+            ScimError::new(503, None, "mock SCIM shutting down (hung request released)")
+        }
+    };
+    error_response(&error)
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(data: Data) -> Router {
     let api = Router::new()
-        .route("/Users", get(list_users).post(create_user))
-        .route(
-            "/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
-        )
-        .route("/Groups", get(list_groups).post(create_group))
-        .route(
-            "/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
-        );
+        .route("/Users", collection(Kind::User))
+        .route("/Users/{id}", resource(Kind::User))
+        .route("/Groups", collection(Kind::Group))
+        .route("/Groups/{id}", resource(Kind::Group));
     Router::new()
         .nest(BASE_PATH, api)
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
-        .layer(middleware::from_fn_with_state(shared.clone(), intercept))
-        .with_state(shared)
+        .with_state(data)
 }
 
-enum Decision {
-    Pass,
-    Fail(u16),
-    Unauthorized,
+/// A folder (`/Users`, `/Groups`): `GET` lists, `POST` creates.
+fn collection(kind: Kind) -> MethodRouter<Data> {
+    get(
+        move |State(data): State<Data>, RawQuery(query): RawQuery| async move {
+            respond(
+                parse_list_query(query.as_deref())
+                    .and_then(|q| data.read(|store| store.list(kind, &q))),
+            )
+        },
+    )
+    .post(move |State(data): State<Data>, body: Bytes| async move {
+        write(&data, &body, |store, b, now| store.create(kind, b, now))
+    })
 }
 
-/// Records the request, then applies scripted faults and authentication.
-async fn intercept(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let at = Instant::now();
-    let (parts, body) = req.into_parts();
-    let (bytes, too_large) = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => (bytes, false),
-        Err(_) => (Bytes::new(), true),
-    };
-    let raw_body = String::from_utf8_lossy(&bytes).into_owned();
-    let json_body = if bytes.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        serde_json::from_slice::<Value>(&bytes).ok()
-    };
-    let (seq, decision) = shared.with(|inner| {
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.log.push(RecordedRequest {
-            seq,
-            method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            body: json_body,
-            raw_body,
-            headers: header_map(&parts.headers),
-            at,
-            status: None,
-        });
-        let decision = if let Some(status) = inner.script.pop_front() {
-            Decision::Fail(status)
-        } else if let Some(token) = &inner.bearer {
-            let ok = parts
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().split_once(' '))
-                .is_some_and(|(scheme, rest)| {
-                    scheme.eq_ignore_ascii_case("bearer") && rest.trim() == token
-                });
-            if ok {
-                Decision::Pass
-            } else {
-                Decision::Unauthorized
-            }
-        } else {
-            Decision::Pass
-        };
-        (seq, decision)
-    });
-    let response = match decision {
-        _ if too_large => error_response(&ScimError::new(
-            413,
-            None,
-            format!("request body larger than {MAX_BODY} bytes"),
-        )),
-        Decision::Pass => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Decision::Fail(status) => error_response(&ScimError::new(
-            status,
-            None,
-            "injected failure (mock SCIM)",
-        )),
-        Decision::Unauthorized => {
-            let mut response =
-                error_response(&ScimError::new(401, None, "missing or wrong bearer token"));
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mock-scim\""),
-            );
-            response
-        }
-    };
-    let status = response.status().as_u16();
-    shared.with(|inner| {
-        if let Some(entry) = inner.log.iter_mut().rev().find(|r| r.seq == seq) {
-            entry.status = Some(status);
-        }
-    });
-    response
-}
-
-async fn list_users(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
-    respond(
-        parse_list_query(query.as_deref())
-            .and_then(|q| shared.read(|inner| inner.store.list_users(&q))),
+/// One resource (`/Users/{id}`, `/Groups/{id}`): `GET`, `PUT`, `PATCH`, `DELETE`.
+fn resource(kind: Kind) -> MethodRouter<Data> {
+    get(
+        move |State(data): State<Data>, Path(id): Path<String>, RawQuery(query): RawQuery| async move {
+            respond(
+                parse_projection(query.as_deref())
+                    .and_then(|p| data.read(|store| store.get(kind, &id, &p))),
+            )
+        },
+    )
+    .put(
+        move |State(data): State<Data>, Path(id): Path<String>, body: Bytes| async move {
+            write(&data, &body, |store, b, now| store.replace(kind, &id, b, now))
+        },
+    )
+    .patch(
+        move |State(data): State<Data>, Path(id): Path<String>, body: Bytes| async move {
+            write(&data, &body, |store, b, now| store.patch(kind, &id, b, now))
+        },
+    )
+    .delete(
+        move |State(data): State<Data>, Path(id): Path<String>| async move {
+            respond(data.with(|store| store.delete(kind, &id)))
+        },
     )
 }
 
-async fn get_user(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    respond(
-        parse_projection(query.as_deref())
-            .and_then(|p| shared.read(|inner| inner.store.get_user(&id, &p))),
-    )
-}
-
-async fn create_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let now = now_rfc3339();
-    respond(parse_body(&body).and_then(|b| shared.with(|inner| inner.store.create_user(&b, &now))))
-}
-
-async fn replace_user(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Bytes,
+/// Parses the body and applies `op` to the store, stamped with the time now.
+fn write(
+    data: &Data,
+    body: &Bytes,
+    op: impl FnOnce(&mut Store, &Value, &str) -> ApiResult,
 ) -> Response {
     let now = now_rfc3339();
-    respond(
-        parse_body(&body)
-            .and_then(|b| shared.with(|inner| inner.store.replace_user(&id, &b, &now))),
-    )
-}
-
-async fn patch_user(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let now = now_rfc3339();
-    respond(
-        parse_body(&body).and_then(|b| shared.with(|inner| inner.store.patch_user(&id, &b, &now))),
-    )
-}
-
-async fn delete_user(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    respond(shared.with(|inner| inner.store.delete_user(&id)))
-}
-
-async fn list_groups(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
-    respond(
-        parse_list_query(query.as_deref())
-            .and_then(|q| shared.read(|inner| inner.store.list_groups(&q))),
-    )
-}
-
-async fn get_group(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    respond(
-        parse_projection(query.as_deref())
-            .and_then(|p| shared.read(|inner| inner.store.get_group(&id, &p))),
-    )
-}
-
-async fn create_group(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let now = now_rfc3339();
-    respond(parse_body(&body).and_then(|b| shared.with(|inner| inner.store.create_group(&b, &now))))
-}
-
-async fn replace_group(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let now = now_rfc3339();
-    respond(
-        parse_body(&body)
-            .and_then(|b| shared.with(|inner| inner.store.replace_group(&id, &b, &now))),
-    )
-}
-
-async fn patch_group(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let now = now_rfc3339();
-    respond(
-        parse_body(&body).and_then(|b| shared.with(|inner| inner.store.patch_group(&id, &b, &now))),
-    )
-}
-
-async fn delete_group(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    respond(shared.with(|inner| inner.store.delete_group(&id)))
+    respond(parse_body(body).and_then(|b| data.with(|store| op(store, &b, &now))))
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response {
@@ -2024,90 +1865,35 @@ async fn no_method(method: Method, uri: Uri) -> Response {
 
 // ================================================================= handle
 
-/// A query parameter of a recorded request, percent-decoded (`+` as space).
-pub fn query_param(request: &RecordedRequest, name: &str) -> Option<String> {
-    let query = request.query.as_deref()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
+/// A running mock SCIM service provider: the store and its routes as a
+/// [`Double`].
+pub type MockScim = Double<Data>;
 
-/// A running mock SCIM service provider. Dropping it (or
-/// [`MockScim::shutdown`]) stops the server.
-pub struct MockScim {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for MockScim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MockScim")
-            .field("url", &self.url())
-            .finish_non_exhaustive()
-    }
-}
-
-impl MockScim {
+impl Double<Data> {
     /// Binds `127.0.0.1` on a free port and serves on a tokio task.
-    ///
-    /// Fails when binding fails or when not called inside a tokio runtime.
     pub async fn start() -> Result<MockScim, io::Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = listener.local_addr()?;
-        let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(Inner {
-                store: Store::new(format!("http://{addr}{BASE_PATH}")),
-                ..Inner::default()
-            }),
-            changes: watch::Sender::new(0),
-        });
-        let app = router(Arc::clone(&shared));
-        let mut signal = stop_rx;
-        let task = runtime.spawn(async move {
-            let stopped = async move {
-                let _ = signal.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::warn!(error = %e, "mock SCIM server stopped with an error");
-            }
-        });
-        tracing::debug!(%addr, "mock SCIM provider listening");
-        Ok(MockScim {
-            addr,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        let data = Data::default();
+        let routes = router(Arc::clone(&data));
+        let mock = Double::serve(data, routes, "mock-scim", render).await?;
+        // Before the URL is handed out, so that no request sees the store
+        // without its base.
+        let base = mock.url();
+        mock.api().with(|store| store.base = base);
+        Ok(mock)
     }
 
     /// `http://127.0.0.1:PORT/scim/v2`, without a trailing slash: use it as `url_prefix`.
     pub fn url(&self) -> String {
-        format!("http://{}{BASE_PATH}", self.addr)
+        format!("{}{BASE_PATH}", self.root_url())
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Runs `f` on the store and tells waiters that something may have changed.
+    fn with<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        self.seeded(self.api().with(f))
     }
 
-    /// Stops the server and waits (up to 5 s) for it to finish.
-    pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+    fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        self.api().read(f)
     }
 
     // ----- seeding and inspection
@@ -2116,26 +1902,24 @@ impl MockScim {
     /// left out. If the userName exists (case-insensitively), that user's
     /// resource is replaced (same id, active again) instead.
     pub fn add_user(&self, user_name: &str, given: &str, family: &str, email: &str) -> String {
-        self.shared
-            .with(|inner| inner.store.seed_user(user_name, given, family, email))
+        self.with(|store| store.seed_user(user_name, given, family, email))
     }
 
     /// Removes the user (and its memberships); `false` if absent.
     pub fn remove_user(&self, user_name: &str) -> bool {
-        self.shared
-            .with(|inner| match inner.store.user_id_by_name(user_name) {
-                Some(id) => inner.store.delete_user(&id).is_ok(),
-                None => false,
-            })
+        self.with(|store| match store.user_id_by_name(user_name) {
+            Some(id) => store.delete_user(&id).is_ok(),
+            None => false,
+        })
     }
 
     /// Sets a user's `active`; `false` if there is no such user.
     pub fn set_active(&self, user_name: &str, active: bool) -> bool {
-        self.shared.with(|inner| {
-            let Some(id) = inner.store.user_id_by_name(user_name) else {
+        self.with(|store| {
+            let Some(id) = store.user_id_by_name(user_name) else {
                 return false;
             };
-            match inner.store.users.get_mut(&id) {
+            match store.users.get_mut(&id) {
                 Some(u) => {
                     u.insert("active".into(), Value::Bool(active));
                     true
@@ -2147,10 +1931,9 @@ impl MockScim {
 
     /// The user with that userName (case-insensitively).
     pub fn user(&self, user_name: &str) -> Option<ScimUser> {
-        self.shared.read(|inner| {
-            let id = inner.store.user_id_by_name(user_name)?;
-            inner
-                .store
+        self.read(|store| {
+            let id = store.user_id_by_name(user_name)?;
+            store
                 .users
                 .get(&id)
                 .map(|u| ScimUser::from_resource(&Value::Object(u.clone())))
@@ -2159,9 +1942,8 @@ impl MockScim {
 
     /// The user with that id.
     pub fn user_by_id(&self, id: &str) -> Option<ScimUser> {
-        self.shared.read(|inner| {
-            inner
-                .store
+        self.read(|store| {
+            store
                 .users
                 .get(id)
                 .map(|u| ScimUser::from_resource(&Value::Object(u.clone())))
@@ -2170,9 +1952,8 @@ impl MockScim {
 
     /// Every user, sorted by userName.
     pub fn users(&self) -> Vec<ScimUser> {
-        let mut users: Vec<ScimUser> = self.shared.read(|inner| {
-            inner
-                .store
+        let mut users: Vec<ScimUser> = self.read(|store| {
+            store
                 .users
                 .values()
                 .map(|u| ScimUser::from_resource(&Value::Object(u.clone())))
@@ -2185,16 +1966,13 @@ impl MockScim {
     /// Creates a group and returns its id (the existing id if the name is
     /// taken, case-insensitively).
     pub fn add_group(&self, display_name: &str) -> String {
-        self.shared
-            .with(|inner| inner.store.seed_group(display_name))
+        self.with(|store| store.seed_group(display_name))
     }
 
     /// Makes the user a member of the group (idempotent); `false` (and a
     /// warning in the log) when either does not exist.
     pub fn add_member(&self, group: &str, user_name: &str) -> bool {
-        let added = self
-            .shared
-            .with(|inner| inner.store.membership(group, user_name, true));
+        let added = self.with(|store| store.membership(group, user_name, true));
         if !added {
             tracing::warn!(
                 group,
@@ -2207,38 +1985,27 @@ impl MockScim {
 
     /// Removes the user from the group; `false` when it was not a member.
     pub fn remove_member(&self, group: &str, user_name: &str) -> bool {
-        self.shared
-            .with(|inner| inner.store.membership(group, user_name, false))
+        self.with(|store| store.membership(group, user_name, false))
     }
 
     /// The userNames of the group's members, sorted; empty when the group
     /// does not exist.
     pub fn members(&self, group: &str) -> Vec<String> {
-        self.shared.read(|inner| inner.store.members(group))
+        self.read(|store| store.members(group))
     }
 
     /// The group with that displayName (case-insensitively).
     pub fn group(&self, display_name: &str) -> Option<ScimGroup> {
-        self.shared.read(|inner| {
-            let id = inner.store.group_id_by_name(display_name)?;
-            inner
-                .store
-                .groups
-                .get(&id)
-                .map(|g| inner.store.scim_group(g))
+        self.read(|store| {
+            let id = store.group_id_by_name(display_name)?;
+            store.groups.get(&id).map(|g| store.scim_group(g))
         })
     }
 
     /// Every group, sorted by displayName.
     pub fn groups(&self) -> Vec<ScimGroup> {
-        let mut groups: Vec<ScimGroup> = self.shared.read(|inner| {
-            inner
-                .store
-                .groups
-                .values()
-                .map(|g| inner.store.scim_group(g))
-                .collect()
-        });
+        let mut groups: Vec<ScimGroup> =
+            self.read(|store| store.groups.values().map(|g| store.scim_group(g)).collect());
         groups.sort_by(|a, b| a.display_name.cmp(&b.display_name));
         groups
     }
@@ -2248,84 +2015,12 @@ impl MockScim {
     /// Pages hold at most `cap` resources whatever `count` asks for (`None`:
     /// as asked, up to 1000).
     pub fn set_page_cap(&self, cap: Option<usize>) {
-        self.shared.with(|inner| inner.store.page_cap = cap);
+        self.with(|store| store.page_cap = cap);
     }
 
     /// Leaves `itemsPerPage` out of list answers (it is REQUIRED by RFC 7644,
     /// but not every provider sends it).
     pub fn set_omit_items_per_page(&self, omit: bool) {
-        self.shared
-            .with(|inner| inner.store.omit_items_per_page = omit);
-    }
-
-    // ----- request log
-
-    /// Every request received since the start or the last
-    /// [`MockScim::clear_requests`], in arrival order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.read(|inner| inner.log.clone())
-    }
-
-    /// [`RecordedRequest::line`] of every request, path and query as received:
-    /// `"POST /scim/v2/Users"`, `"GET /scim/v2/Users?filter=userName%20eq%20%22jdoe%22"`.
-    pub fn request_lines(&self) -> Vec<String> {
-        self.shared
-            .read(|inner| inner.log.iter().map(RecordedRequest::line).collect())
-    }
-
-    /// Forgets the recorded requests (the data and the faults stay).
-    pub fn clear_requests(&self) {
-        self.shared.with(|inner| inner.log.clear());
-    }
-
-    /// Waits until `condition` holds, re-checking it after every change (a
-    /// request arriving or completing, seeding, clearing). `false` on timeout.
-    pub async fn wait_until<F>(&self, timeout: Duration, mut condition: F) -> bool
-    where
-        F: FnMut(&MockScim) -> bool,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut changes = self.shared.changes.subscribe();
-        loop {
-            changes.borrow_and_update();
-            if condition(self) {
-                return true;
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return condition(self),
-            }
-        }
-    }
-
-    // ----- faults and authentication
-
-    /// The next `n` requests (whatever they are) get `status` with a SCIM
-    /// Error body. Queued after any faults already scripted.
-    pub fn fail_next(&self, n: usize, status: u16) {
-        self.shared
-            .with(|inner| inner.script.extend(std::iter::repeat_n(status, n)));
-    }
-
-    /// Removes scripted faults not yet consumed.
-    pub fn clear_faults(&self) {
-        self.shared.with(|inner| inner.script.clear());
-    }
-
-    /// From now on, requests without `Authorization: Bearer <token>` get 401.
-    pub fn require_bearer(&self, token: &str) {
-        self.shared
-            .with(|inner| inner.bearer = Some(token.to_string()));
-    }
-
-    /// Accepts requests without credentials again.
-    pub fn clear_auth(&self) {
-        self.shared.with(|inner| inner.bearer = None);
-    }
-}
-
-impl Drop for MockScim {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.with(|store| store.omit_items_per_page = omit);
     }
 }

@@ -1,5 +1,24 @@
 //! The harness: a worker running in-process on a fresh queue, fed through
 //! the real broker, applying events to a fresh mock target.
+//!
+//! The test doubles live below, not in the product:
+//! - [`mock_rest`]: `MockTarget`, the demo API of `provisioner demo` as a
+//!   [`double::Double`];
+//! - [`mock_scim`]: `MockScim`, a stateful SCIM 2.0 service provider, as a
+//!   [`double::Double`] too;
+//! - [`double`]: `Double`, an API behind the [`intercept`] layer, served on
+//!   a loopback port;
+//! - [`intercept`]: request log, scripted faults and hangs, authentication
+//!   rules, route failures, waiting;
+//! - [`recorded`]: `RecordedRequest`, one request as received;
+//! - [`call`]: an HTTP client for the doubles' own tests.
+
+pub mod call;
+pub mod double;
+pub mod intercept;
+pub mod mock_rest;
+pub mod mock_scim;
+pub mod recorded;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,11 +27,12 @@ use std::time::Duration;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use provisioner::config::{self, AmqpConfig, Secret};
-use provisioner::mock_target::MockTarget;
 use provisioner::worker::{OutcomeRecord, Worker};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use self::mock_rest::MockTarget;
 
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);

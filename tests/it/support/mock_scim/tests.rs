@@ -2,14 +2,14 @@
 //! projection, PATCH semantics, uniqueness, and the HTTP side (content type,
 //! request log, faults, authentication).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::support::call::{client, send, Answer};
+use crate::support::recorded::query_param;
 
 const WAIT: Duration = Duration::from_secs(5);
 const NOW: &str = "2024-01-01T00:00:00Z";
@@ -865,17 +865,6 @@ async fn start() -> MockScim {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-struct Answer {
-    status: u16,
-    content_type: Option<String>,
-    location: Option<String>,
-    body: Value,
-}
-
 async fn call(mock: &MockScim, method: Method, path: &str, body: Option<Value>) -> Answer {
     call_with(mock, method, path, body, None).await
 }
@@ -896,27 +885,7 @@ async fn call_with(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let (content_type, location) = (header("content-type"), header("location"));
-    let bytes = resp.bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Answer {
-        status,
-        content_type,
-        location,
-        body,
-    }
+    send(req).await
 }
 
 #[tokio::test]
@@ -925,13 +894,16 @@ async fn the_http_api_answers_in_scim_json_and_logs_requests() {
     assert!(mock.url().starts_with("http://127.0.0.1:") && mock.url().ends_with("/scim/v2"));
     let a = call(&mock, Method::POST, "/Users", Some(user_body("jdoe"))).await;
     assert_eq!(a.status, 201);
-    assert_eq!(a.content_type.as_deref(), Some(SCIM_CONTENT_TYPE));
+    assert_eq!(a.header("content-type"), Some(SCIM_CONTENT_TYPE));
     let id = a.body["id"].as_str().unwrap().to_string();
-    assert_eq!(a.location, Some(format!("{}/Users/{id}", mock.url())));
+    assert_eq!(
+        a.header("location"),
+        Some(format!("{}/Users/{id}", mock.url()).as_str())
+    );
 
     let a = call(&mock, Method::POST, "/Users", Some(user_body("JDoe"))).await;
     assert_eq!(a.status, 409);
-    assert_eq!(a.content_type.as_deref(), Some(SCIM_CONTENT_TYPE));
+    assert_eq!(a.header("content-type"), Some(SCIM_CONTENT_TYPE));
     assert_eq!(a.body["scimType"], "uniqueness");
 
     let a = call(
@@ -1004,7 +976,7 @@ async fn the_http_api_answers_in_scim_json_and_logs_requests() {
     );
     let a = call(&mock, Method::GET, "/Nope", None).await;
     assert_eq!(a.status, 404);
-    assert_eq!(a.content_type.as_deref(), Some(SCIM_CONTENT_TYPE));
+    assert_eq!(a.header("content-type"), Some(SCIM_CONTENT_TYPE));
     let a = call(
         &mock,
         Method::POST,
@@ -1020,7 +992,7 @@ async fn the_http_api_answers_in_scim_json_and_logs_requests() {
     let a = call(&mock, Method::DELETE, &format!("/Users/{id}"), None).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body["status"], "404");
-    assert_eq!(a.content_type.as_deref(), Some(SCIM_CONTENT_TYPE));
+    assert_eq!(a.header("content-type"), Some(SCIM_CONTENT_TYPE));
 
     // The log: raw path and query, body, headers, status.
     let reqs = mock.requests();
@@ -1161,6 +1133,9 @@ async fn groups_over_http() {
         mock.group("new").unwrap().id,
         a.body["id"].as_str().unwrap()
     );
+    assert!(mock.remove_member("Staff", "bob"));
+    assert!(!mock.remove_member("Staff", "bob"), "not a member any more");
+    assert!(mock.add_member("Staff", "bob"));
     assert!(mock.remove_user("bob"));
     assert!(mock.members("Staff").is_empty());
 }
@@ -1221,7 +1196,7 @@ async fn faults_and_bearer_authentication() {
     mock.require_bearer("s3cret");
     let a = call(&mock, Method::GET, "/Users", None).await;
     assert_eq!(a.status, 401);
-    assert_eq!(a.content_type.as_deref(), Some(SCIM_CONTENT_TYPE));
+    assert_eq!(a.header("content-type"), Some(SCIM_CONTENT_TYPE));
     let a = call_with(&mock, Method::GET, "/Users", None, Some("wrong")).await;
     assert_eq!(a.status, 401);
     let a = call_with(&mock, Method::GET, "/Users", None, Some("s3cret")).await;

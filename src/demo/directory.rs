@@ -1,6 +1,6 @@
-//! The mock's in-memory directory (users, groups, memberships) and the API
-//! operations on it. Pure data: no HTTP, no locking, no `.await`; the
-//! handlers in `server.rs` call these under the state lock.
+//! The demo API's in-memory directory (users, groups, memberships) and the
+//! API operations on it. Pure data: no HTTP, no locking, no `.await`; the
+//! handlers in `api.rs` call these under the state lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,15 +13,15 @@ pub(crate) const MAX_PAGE_SIZE: usize = 300;
 pub(crate) const DEFAULT_PAGE_SIZE: usize = MAX_PAGE_SIZE;
 
 /// Zoom-style error codes used in error bodies.
-pub(crate) const CODE_VALIDATION: u32 = 300;
+pub const CODE_VALIDATION: u32 = 300;
 pub(crate) const CODE_USER_MISSING: u32 = 1001;
 pub(crate) const CODE_USER_EXISTS: u32 = 1005;
 pub(crate) const CODE_GROUP_MISSING: u32 = 4130;
 pub(crate) const CODE_NOT_MEMBER: u32 = 4132;
 
-/// A user account held by the mock.
+/// A user account held by the demo API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MockUser {
+pub struct DemoUser {
     /// Opaque API ID, `u-000001`, `u-000002`, ... in creation order.
     pub id: String,
     /// The email as it was created or last changed (case kept; compared
@@ -29,11 +29,11 @@ pub struct MockUser {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
-    /// Always `active` (the mock has no deactivation).
+    /// Always `active` (the demo API has no deactivation).
     pub status: String,
 }
 
-impl MockUser {
+impl DemoUser {
     fn to_json(&self) -> Value {
         json!({
             "id": self.id,
@@ -45,9 +45,9 @@ impl MockUser {
     }
 }
 
-/// A group held by the mock, with its members' emails (sorted).
+/// A group held by the demo API, with its members' emails (sorted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MockGroup {
+pub struct DemoGroup {
     /// Opaque API ID, `g-000001`, ... in creation order.
     pub id: String,
     pub name: String,
@@ -65,14 +65,14 @@ struct Group {
 
 /// An error answer: HTTP status and a Zoom-style `{"code", "message"}` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     pub status: u16,
     pub code: u32,
     pub message: String,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: u16, code: u32, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: u32, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -172,7 +172,7 @@ fn positive(value: &str, name: &str) -> Result<usize, ApiError> {
 /// The whole directory.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
-    users: BTreeMap<String, MockUser>,
+    users: BTreeMap<String, DemoUser>,
     groups: BTreeMap<String, Group>,
     next_user: u64,
     next_group: u64,
@@ -182,7 +182,7 @@ fn same_email(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
 
-fn email_key(user: &MockUser) -> (String, String) {
+fn email_key(user: &DemoUser) -> (String, String) {
     (user.email.to_lowercase(), user.id.clone())
 }
 
@@ -199,14 +199,6 @@ impl Directory {
             return id;
         }
         self.insert_user(email, first, last)
-    }
-
-    /// Removes the user with that email (and its memberships).
-    pub(crate) fn remove_user(&mut self, email: &str) -> bool {
-        match self.user_id_by_email(email) {
-            Some(id) => self.delete_user_by_id(&id),
-            None => false,
-        }
     }
 
     /// Creates a group, or returns the ID of the existing group with that name.
@@ -241,47 +233,24 @@ impl Directory {
         }
     }
 
-    /// Removes the user with `email` from the group named `group_name`.
-    pub(crate) fn remove_member(&mut self, group_name: &str, email: &str) -> bool {
-        let Some(user_id) = self.user_id_by_email(email) else {
-            return false;
-        };
-        match self.groups.values_mut().find(|g| g.name == group_name) {
-            Some(group) => group.members.remove(&user_id),
-            None => false,
-        }
-    }
-
-    pub(crate) fn users(&self) -> Vec<MockUser> {
-        let mut users: Vec<MockUser> = self.users.values().cloned().collect();
+    pub(crate) fn users(&self) -> Vec<DemoUser> {
+        let mut users: Vec<DemoUser> = self.users.values().cloned().collect();
         users.sort_by_key(email_key);
         users
     }
 
-    pub(crate) fn user(&self, email: &str) -> Option<MockUser> {
+    pub(crate) fn user(&self, email: &str) -> Option<DemoUser> {
         self.users
             .values()
             .find(|u| same_email(&u.email, email))
             .cloned()
     }
 
-    pub(crate) fn user_by_id(&self, id: &str) -> Option<MockUser> {
-        self.users.get(id).cloned()
-    }
-
-    pub(crate) fn members(&self, group_name: &str) -> Vec<String> {
-        self.groups
-            .values()
-            .find(|g| g.name == group_name)
-            .map(|g| self.member_users(g).into_iter().map(|u| u.email).collect())
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn groups(&self) -> Vec<MockGroup> {
-        let mut groups: Vec<MockGroup> = self
+    pub(crate) fn groups(&self) -> Vec<DemoGroup> {
+        let mut groups: Vec<DemoGroup> = self
             .groups
             .values()
-            .map(|g| MockGroup {
+            .map(|g| DemoGroup {
                 id: g.id.clone(),
                 name: g.name.clone(),
                 members: self.member_users(g).into_iter().map(|u| u.email).collect(),
@@ -298,7 +267,7 @@ impl Directory {
         let id = format!("u-{:06}", self.next_user);
         self.users.insert(
             id.clone(),
-            MockUser {
+            DemoUser {
                 id: id.clone(),
                 email: email.to_string(),
                 first_name: first.to_string(),
@@ -327,8 +296,8 @@ impl Directory {
     }
 
     /// A group's members as users, sorted by email.
-    fn member_users(&self, group: &Group) -> Vec<MockUser> {
-        let mut users: Vec<MockUser> = group
+    fn member_users(&self, group: &Group) -> Vec<DemoUser> {
+        let mut users: Vec<DemoUser> = group
             .members
             .iter()
             .filter_map(|id| self.users.get(id).cloned())
@@ -359,7 +328,7 @@ impl Directory {
         let (items, mut body) = page.apply(&users);
         body.insert(
             "users".into(),
-            Value::Array(items.iter().map(MockUser::to_json).collect()),
+            Value::Array(items.iter().map(DemoUser::to_json).collect()),
         );
         Ok(ApiOk::json(200, Value::Object(body)))
     }
