@@ -1,6 +1,7 @@
-//! Templates (minijinja syntax) used by the declarative `rest` kind and by
-//! `on_behalf_of`. URL templates percent-encode every interpolated value for
-//! its position; body templates are rendered leaf by leaf into JSON values.
+//! Templates (minijinja syntax) used by the declarative `rest` kind, by
+//! `on_behalf_of` and by `[auth] login_body`. URL templates percent-encode
+//! every interpolated value for its position; body templates are rendered
+//! leaf by leaf into JSON values.
 //!
 //! All templates of one provisioner live in one [`Templates`] set, compiled
 //! once when the configuration is validated and rendered per call.
@@ -10,6 +11,9 @@ use std::sync::Arc;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value as Json;
+
+use crate::config::problems::Problems;
 
 /// Everything but RFC 3986 "unreserved" (`A-Z a-z 0-9 - . _ ~`) is encoded, so
 /// a value can never add a path segment, start a query or fragment, or
@@ -75,6 +79,17 @@ impl UrlTemplate {
     pub fn source(&self) -> &Arc<str> {
         &self.source
     }
+}
+
+/// A JSON body written as a TOML table or array whose string leaves are
+/// templates (a `[rest]` operation's `body`, `[auth] login_body`).
+#[derive(Debug, Clone)]
+pub enum BodyTemplate {
+    /// A number, boolean (or date, as its text): sent as written.
+    Literal(Json),
+    Text(TemplateRef),
+    Array(Vec<BodyTemplate>),
+    Object(Vec<(String, BodyTemplate)>),
 }
 
 /// A set of compiled templates sharing one environment. Cheap to clone.
@@ -194,6 +209,79 @@ impl Templates {
         })
     }
 
+    /// Compiles a body: string leaves become templates over `known`, other
+    /// leaves are kept as written. Every bad leaf is reported under its own
+    /// key (`key.field[0]`); `None` when there was any.
+    pub fn add_body(
+        &mut self,
+        key: &str,
+        value: &toml::Value,
+        known: &[&str],
+        p: &mut Problems<'_>,
+    ) -> Option<BodyTemplate> {
+        match value {
+            toml::Value::String(s) => match self.add(key, Position::Text, s, known) {
+                Ok(t) => Some(BodyTemplate::Text(t)),
+                Err(e) => {
+                    p.add(key, format!("bad template: {e}"), "fix the template");
+                    None
+                }
+            },
+            toml::Value::Array(items) => {
+                let compiled: Vec<Option<BodyTemplate>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.add_body(&format!("{key}[{i}]"), item, known, p))
+                    .collect();
+                compiled
+                    .into_iter()
+                    .collect::<Option<_>>()
+                    .map(BodyTemplate::Array)
+            }
+            toml::Value::Table(table) => {
+                let compiled: Vec<Option<(String, BodyTemplate)>> = table
+                    .iter()
+                    .map(|(k, v)| {
+                        self.add_body(&format!("{key}.{k}"), v, known, p)
+                            .map(|b| (k.clone(), b))
+                    })
+                    .collect();
+                compiled
+                    .into_iter()
+                    .collect::<Option<_>>()
+                    .map(BodyTemplate::Object)
+            }
+            scalar => match toml_to_json(scalar) {
+                Ok(json) => Some(BodyTemplate::Literal(json)),
+                Err(e) => {
+                    p.add(key, e, "use a finite number");
+                    None
+                }
+            },
+        }
+    }
+
+    /// Renders a body leaf by leaf: a value always lands inside a JSON
+    /// string, so no value can change the body's structure.
+    pub fn render_body(&self, body: &BodyTemplate, ctx: &Value) -> Result<Json, String> {
+        Ok(match body {
+            BodyTemplate::Literal(v) => v.clone(),
+            BodyTemplate::Text(t) => Json::String(self.render(t, ctx)?),
+            BodyTemplate::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|b| self.render_body(b, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            BodyTemplate::Object(fields) => Json::Object(
+                fields
+                    .iter()
+                    .map(|(k, b)| Ok((k.clone(), self.render_body(b, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+
     /// Renders one template.
     pub fn render(&self, template: &TemplateRef, ctx: &Value) -> Result<String, String> {
         let t = self
@@ -214,6 +302,30 @@ impl Templates {
             None => Ok(path),
         }
     }
+}
+
+/// A TOML value as the JSON value it stands for; a date becomes its text.
+/// Refuses only a float JSON cannot carry (`nan`, `inf`).
+pub fn toml_to_json(value: &toml::Value) -> Result<Json, String> {
+    Ok(match value {
+        toml::Value::String(s) => Json::String(s.clone()),
+        toml::Value::Integer(i) => Json::from(*i),
+        toml::Value::Float(x) => match serde_json::Number::from_f64(*x) {
+            Some(n) => Json::Number(n),
+            None => return Err(format!("{x} cannot be sent as JSON")),
+        },
+        toml::Value::Boolean(b) => Json::Bool(*b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => {
+            Json::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(table) => Json::Object(
+            table
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
 }
 
 /// Refuses a path with a segment that is `.` or `..`, percent-encoded or not.

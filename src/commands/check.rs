@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::{anyhow_free, load_config, EXIT_CONFIG};
-use crate::config::{Config, GroupSyncStrategy, ProvisionStrategy};
+use crate::config::problems::spelling;
+use crate::config::Config;
 
 pub fn check(config_path: &Path) -> anyhow_free::Result {
     let Some(config) = load_config(config_path) else {
@@ -49,19 +50,13 @@ pub fn summary(config: &Config) -> String {
         if let Some(g) = &p.provision_group {
             s.push_str(&format!(
                 "  provision_group: {g} ({})\n",
-                match p.provision_strategy {
-                    ProvisionStrategy::QueryFirst => "query-first",
-                    ProvisionStrategy::CreateFirst => "create-first",
-                }
+                spelling(&p.provision_strategy)
             ));
         }
         if !p.target_group_map.is_empty() {
             s.push_str(&format!(
                 "  target groups ({}):\n",
-                match p.group_sync_strategy {
-                    GroupSyncStrategy::AddMemberFirst => "add-member-first",
-                    GroupSyncStrategy::QueryFirst => "query-first",
-                }
+                spelling(&p.group_sync_strategy)
             ));
             for (local, remote) in &p.target_group_map {
                 s.push_str(&format!("    {local} -> {remote}\n"));

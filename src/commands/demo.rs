@@ -44,7 +44,7 @@ fn demo_provisioner(api_url: &str, queue: &str) -> Result<ProvisionerConfig, Str
     let text = toml::to_string(&table).map_err(|e| e.to_string())?;
     let mut errors = Vec::new();
     config::parse_provisioner(Path::new("provisioners/example.toml"), &text, &mut errors)
-        .ok_or_else(|| config::ConfigErrors(errors).to_string())
+        .ok_or_else(|| config::problems::ConfigErrors(errors).to_string())
 }
 
 pub async fn demo() -> anyhow_free::Result {

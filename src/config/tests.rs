@@ -1,3 +1,5 @@
+use super::file::WorkerFile;
+use super::validate::amqp_config;
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
@@ -46,6 +48,11 @@ fn defaults_follow_the_original() {
     assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
     assert_eq!(p.timeout, Duration::from_secs(30));
     assert_eq!(p.dead_letter_queue(), "provisioner.zoom.dead");
+    // The summary of `check` names the choices as they are written.
+    assert_eq!(
+        problems::spelling(&p.group_sync_strategy),
+        "add-member-first"
+    );
 }
 
 #[test]
@@ -104,7 +111,7 @@ fn the_mass_deprovision_guard_has_a_share_and_an_absolute_limit() {
     let e = errors(&format!("max_removals = -1\n{base}"));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].contains("`max_removals`") && e[0].contains("-1 is negative"),
+        e[0].contains("`max_removals`") && e[0].contains("-1") && e[0].contains("line 1"),
         "{}",
         e[0]
     );
@@ -122,7 +129,70 @@ fn a_misspelled_key_is_named_with_its_file() {
 #[test]
 fn a_missing_required_key_is_named() {
     let e = errors("url_prefix = \"https://x\"\nprovision_group = \"g\"\n");
-    assert!(e[0].contains("`kind`"), "{}", e[0]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("`kind`") && e[0].contains("needs"),
+        "{}",
+        e[0]
+    );
+}
+
+/// serde stops at the first key it refuses; the check must not. A missing
+/// required key, unknown enum values, an unknown key, a value of the wrong
+/// type and problems only validation finds, in the provisioner file and in
+/// its `[rest]` and `[auth]` tables, all come out of one pass.
+#[test]
+fn a_missing_key_an_unknown_value_and_other_problems_are_reported_together() {
+    let text = format!(
+        "kind = \"rest\"\nprovision_group = \"g\"\nprovision_strategy = \"eager\"\n\
+         queu = \"q\"\ntimeout_s = \"30\"\nconcurrency = 0\n\
+         [auth]\nscheme = \"kerberos\"\n{}",
+        rest()
+            .replacen("method = \"PATCH\"", "method = \"PTACH\"", 1)
+            .replacen("style = \"page_number\"", "style = \"pages\"", 1)
+            .replacen("id = \"/id\"", "id = \"id\"", 1)
+    );
+    let e = parse(&text).err().unwrap_or_default();
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "url_prefix",
+        "provision_strategy",
+        "queu",
+        "timeout_s",
+        "concurrency",
+        "auth.scheme",
+        "rest.accounts.update.method",
+        "rest.accounts.list.paging.style",
+        "rest.accounts.lookup.id",
+    ] {
+        assert_eq!(
+            keys.iter().filter(|k| **k == key).count(),
+            1,
+            "one problem at `{key}` in {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), 9, "nothing else: {e:#?}");
+    let shown = |key: &str| e.iter().find(|e| e.key == key).map(ToString::to_string);
+    let strategy = shown("provision_strategy").unwrap_or_default();
+    assert!(
+        strategy.contains("`eager`")
+            && strategy.contains("query-first")
+            && strategy.contains("(line 3)"),
+        "{strategy}"
+    );
+    let typo = shown("queu").unwrap_or_default();
+    assert!(
+        typo.contains("unknown field") && typo.contains("(line 4)"),
+        "{typo}"
+    );
+    assert!(e.iter().all(|e| !e.fix.is_empty()), "{e:#?}");
+}
+
+#[test]
+fn a_syntax_error_is_the_only_problem_of_its_file() {
+    let e = errors("kind = \"rest\"\nurl_prefix = \n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("line 2"), "{}", e[0]);
 }
 
 #[test]

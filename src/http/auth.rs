@@ -1,391 +1,20 @@
-//! Authentication schemes (SPEC §6). The shared secret of every scheme is
-//! `client_secret`. Token schemes (`oauth2`, `login`) cache their token and
-//! refresh it once, by one caller, however many requests are waiting; a
-//! 401/419 from the target drops the cached token ([`Authenticator::invalidate`]).
+//! Authentication at run time: [`Authenticator`] adds the credentials of a
+//! validated [`AuthConfig`] (`[auth]`, read and checked in config/auth.rs) to
+//! requests. Token schemes (`oauth2`, `login`) cache their token and refresh
+//! it once, by one caller, however many requests are waiting; a 401/419 from
+//! the target drops the cached token ([`Authenticator::invalidate`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::config::{Problems, Secret, SecretSource};
+use crate::config::auth::{AuthConfig, LoginFormat};
+use crate::config::secret::Secret;
 use crate::target::TargetError;
-
-/// `[auth]` as written in a provisioner file. Which keys apply depends on `scheme`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthFile {
-    /// `none`, `bearer`, `header`, `basic`, `oauth2`, `login` or `jwt`.
-    pub scheme: String,
-    /// The credential: token, API key, password, client secret or signing key.
-    pub client_secret: Option<SecretSource>,
-    /// User name (`basic`, `login`).
-    pub username: Option<String>,
-    /// Header carrying the API key (`header`).
-    pub header: Option<String>,
-    /// Token endpoint (`oauth2`).
-    pub token_url: Option<String>,
-    /// Client id (`oauth2`).
-    pub client_id: Option<String>,
-    /// Requested scope (`oauth2`), space-separated.
-    pub scope: Option<String>,
-    /// Where to log in (`login`).
-    pub login_url: Option<String>,
-    /// `json` (default) or `form` (`login`).
-    pub login_format: Option<String>,
-    /// Body of the login request; string leaves are templates over `username`
-    /// and `password` (`login`). Default: `{ username = "{{ username }}", password = "{{ password }}" }`.
-    pub login_body: Option<toml::Table>,
-    /// JSON pointer to the token in the login answer; none = the plain-text body (`login`).
-    pub token_pointer: Option<String>,
-    /// Header that carries the token (`login`); default `Authorization`.
-    pub token_header: Option<String>,
-    /// Text before the token in that header (`login`); default `"Bearer "`.
-    pub token_prefix: Option<String>,
-    /// Seconds a login token is reused before logging in again (`login`); default 3600.
-    pub token_ttl_s: Option<u64>,
-    /// The `iss` claim (`jwt`).
-    pub issuer: Option<String>,
-    /// Token lifetime in seconds (`jwt`); default 300.
-    pub ttl_s: Option<u64>,
-    /// Add the `qsh` request-hash claim (`jwt`); default false.
-    pub qsh: Option<bool>,
-    /// Extra claims (`jwt`).
-    pub claims: Option<toml::Table>,
-}
-
-/// A validated authentication scheme.
-#[derive(Debug, Clone, Default)]
-pub enum AuthConfig {
-    #[default]
-    None,
-    Bearer {
-        token: Secret,
-    },
-    Header {
-        header: String,
-        value: Secret,
-    },
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    OAuth2 {
-        token_url: String,
-        client_id: String,
-        client_secret: Secret,
-        scope: Option<String>,
-    },
-    Login {
-        login_url: String,
-        username: String,
-        password: Secret,
-        form: bool,
-        body: serde_json::Value,
-        token_pointer: Option<String>,
-        token_header: String,
-        token_prefix: String,
-        token_ttl: Duration,
-    },
-    Jwt {
-        issuer: String,
-        key: Secret,
-        ttl: Duration,
-        qsh: bool,
-        claims: serde_json::Map<String, serde_json::Value>,
-    },
-}
-
-/// Which keys each scheme takes besides `scheme` and `client_secret`.
-fn allowed_keys(scheme: &str) -> &'static [&'static str] {
-    match scheme {
-        "header" => &["header"],
-        "basic" => &["username"],
-        "oauth2" => &["token_url", "client_id", "scope"],
-        "login" => &[
-            "login_url",
-            "username",
-            "login_format",
-            "login_body",
-            "token_pointer",
-            "token_header",
-            "token_prefix",
-            "token_ttl_s",
-        ],
-        "jwt" => &["issuer", "ttl_s", "qsh", "claims"],
-        _ => &[],
-    }
-}
-
-impl AuthFile {
-    fn present_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut add = |name: &'static str, present: bool| {
-            if present {
-                keys.push(name);
-            }
-        };
-        add("username", self.username.is_some());
-        add("header", self.header.is_some());
-        add("token_url", self.token_url.is_some());
-        add("client_id", self.client_id.is_some());
-        add("scope", self.scope.is_some());
-        add("login_url", self.login_url.is_some());
-        add("login_format", self.login_format.is_some());
-        add("login_body", self.login_body.is_some());
-        add("token_pointer", self.token_pointer.is_some());
-        add("token_header", self.token_header.is_some());
-        add("token_prefix", self.token_prefix.is_some());
-        add("token_ttl_s", self.token_ttl_s.is_some());
-        add("issuer", self.issuer.is_some());
-        add("ttl_s", self.ttl_s.is_some());
-        add("qsh", self.qsh.is_some());
-        add("claims", self.claims.is_some());
-        keys
-    }
-}
-
-fn toml_to_json(v: &toml::Value) -> serde_json::Value {
-    match v {
-        toml::Value::String(s) => serde_json::Value::String(s.clone()),
-        toml::Value::Integer(i) => serde_json::Value::from(*i),
-        toml::Value::Float(f) => serde_json::Value::from(*f),
-        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
-        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.clone(), toml_to_json(v)))
-                .collect(),
-        ),
-    }
-}
-
-impl AuthConfig {
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            AuthConfig::None => "none",
-            AuthConfig::Bearer { .. } => "bearer",
-            AuthConfig::Header { .. } => "header",
-            AuthConfig::Basic { .. } => "basic",
-            AuthConfig::OAuth2 { .. } => "oauth2",
-            AuthConfig::Login { .. } => "login",
-            AuthConfig::Jwt { .. } => "jwt",
-        }
-    }
-
-    pub fn validate(file: Option<AuthFile>, p: &mut Problems<'_>) -> AuthConfig {
-        let Some(f) = file else {
-            return AuthConfig::None;
-        };
-        let scheme = f.scheme.as_str();
-        if !matches!(
-            scheme,
-            "none" | "bearer" | "header" | "basic" | "oauth2" | "login" | "jwt"
-        ) {
-            p.add(
-                "auth.scheme",
-                format!("unknown scheme `{scheme}`"),
-                "use none, bearer, header, basic, oauth2, login or jwt",
-            );
-            return AuthConfig::None;
-        }
-        for key in f.present_keys() {
-            if !allowed_keys(scheme).contains(&key) {
-                p.add(
-                    format!("auth.{key}"),
-                    format!("`{key}` does not apply to scheme `{scheme}`"),
-                    format!(
-                        "remove it; scheme `{scheme}` takes: {}",
-                        allowed_keys(scheme).join(", ")
-                    ),
-                );
-            }
-        }
-        let base = p.base_dir();
-        let secret = |p: &mut Problems<'_>| -> Option<Secret> {
-            match &f.client_secret {
-                None => {
-                    p.add(
-                        "auth.client_secret",
-                        format!("scheme `{scheme}` needs `client_secret`"),
-                        "set client_secret = { env = \"NAME\" } or { file = \"path\" }",
-                    );
-                    None
-                }
-                Some(src) => match src.resolve(&base) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        p.add(
-                            "auth.client_secret",
-                            e,
-                            "provide the secret or change its source",
-                        );
-                        None
-                    }
-                },
-            }
-        };
-        let required =
-            |p: &mut Problems<'_>, key: &str, v: &Option<String>, example: &str| -> String {
-                match v {
-                    Some(s) if !s.trim().is_empty() => s.clone(),
-                    _ => {
-                        p.add(
-                            format!("auth.{key}"),
-                            format!("scheme `{scheme}` needs `{key}`"),
-                            format!("set {key} = {example}"),
-                        );
-                        String::new()
-                    }
-                }
-            };
-        let url = |p: &mut Problems<'_>, key: &str, v: &Option<String>| -> String {
-            let s = required(p, key, v, "\"https://...\"");
-            if !s.is_empty()
-                && url::Url::parse(&s)
-                    .map(|u| !matches!(u.scheme(), "http" | "https"))
-                    .unwrap_or(true)
-            {
-                p.add(
-                    format!("auth.{key}"),
-                    format!("`{s}` is not an http(s) URL"),
-                    "give an absolute URL",
-                );
-            }
-            s
-        };
-        match scheme {
-            "none" => AuthConfig::None,
-            "bearer" => secret(p)
-                .map(|token| AuthConfig::Bearer { token })
-                .unwrap_or_default(),
-            "header" => {
-                let header = required(p, "header", &f.header, "\"X-Api-Key\"");
-                if !header.is_empty() && HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    p.add(
-                        "auth.header",
-                        format!("`{header}` is not a valid header name"),
-                        "use e.g. \"X-Api-Key\"",
-                    );
-                }
-                secret(p)
-                    .map(|value| AuthConfig::Header { header, value })
-                    .unwrap_or_default()
-            }
-            "basic" => {
-                let username = required(p, "username", &f.username, "\"svc-provisioner\"");
-                secret(p)
-                    .map(|password| AuthConfig::Basic { username, password })
-                    .unwrap_or_default()
-            }
-            "oauth2" => {
-                let token_url = url(p, "token_url", &f.token_url);
-                let client_id = required(p, "client_id", &f.client_id, "\"provisioner\"");
-                secret(p)
-                    .map(|client_secret| AuthConfig::OAuth2 {
-                        token_url,
-                        client_id,
-                        client_secret,
-                        scope: f.scope.clone(),
-                    })
-                    .unwrap_or_default()
-            }
-            "login" => {
-                let login_url = url(p, "login_url", &f.login_url);
-                let username = required(p, "username", &f.username, "\"svc-provisioner\"");
-                let form = match f.login_format.as_deref() {
-                    None | Some("json") => false,
-                    Some("form") => true,
-                    Some(other) => {
-                        p.add(
-                            "auth.login_format",
-                            format!("unknown format `{other}`"),
-                            "use \"json\" or \"form\"",
-                        );
-                        false
-                    }
-                };
-                let body = match &f.login_body {
-                    Some(t) => toml_to_json(&toml::Value::Table(t.clone())),
-                    None => {
-                        serde_json::json!({"username": "{{ username }}", "password": "{{ password }}"})
-                    }
-                };
-                if let Some(ptr) = &f.token_pointer {
-                    if !ptr.is_empty() && !ptr.starts_with('/') {
-                        p.add(
-                            "auth.token_pointer",
-                            format!("`{ptr}` is not a JSON pointer"),
-                            "start it with `/`, e.g. \"/token\"",
-                        );
-                    }
-                }
-                let token_header = f
-                    .token_header
-                    .clone()
-                    .unwrap_or_else(|| "Authorization".into());
-                if HeaderName::from_bytes(token_header.as_bytes()).is_err() {
-                    p.add(
-                        "auth.token_header",
-                        format!("`{token_header}` is not a valid header name"),
-                        "use e.g. \"X-Auth-Token\"",
-                    );
-                }
-                secret(p)
-                    .map(|password| AuthConfig::Login {
-                        login_url,
-                        username,
-                        password,
-                        form,
-                        body,
-                        token_pointer: f.token_pointer.clone().filter(|s| !s.is_empty()),
-                        token_header,
-                        token_prefix: f.token_prefix.clone().unwrap_or_else(|| "Bearer ".into()),
-                        token_ttl: Duration::from_secs(f.token_ttl_s.unwrap_or(3600)),
-                    })
-                    .unwrap_or_default()
-            }
-            _ => {
-                let issuer = required(p, "issuer", &f.issuer, "\"my-app-id\"");
-                let ttl_s = f.ttl_s.unwrap_or(300);
-                if ttl_s == 0 {
-                    p.add("auth.ttl_s", "must be at least 1", "set ttl_s = 300");
-                }
-                let claims = match &f.claims {
-                    Some(t) => t
-                        .iter()
-                        .map(|(k, v)| (k.clone(), toml_to_json(v)))
-                        .collect(),
-                    None => serde_json::Map::new(),
-                };
-                for reserved in ["iss", "iat", "exp", "qsh"] {
-                    if claims.contains_key(reserved) {
-                        p.add(
-                            format!("auth.claims.{reserved}"),
-                            format!("`{reserved}` is set by the worker"),
-                            "remove it from `claims`",
-                        );
-                    }
-                }
-                secret(p)
-                    .map(|key| AuthConfig::Jwt {
-                        issuer,
-                        key,
-                        ttl: Duration::from_secs(ttl_s.max(1)),
-                        qsh: f.qsh.unwrap_or(false),
-                        claims,
-                    })
-                    .unwrap_or_default()
-            }
-        }
-    }
-}
 
 /// The `qsh` claim (SPEC §6, after seeds/002): hex SHA-256 of
 /// `METHOD\nPATH`, then `\nQUERY` when there is a query, then `\nBODY` when
@@ -680,34 +309,39 @@ impl Authenticator {
                 login_url,
                 username,
                 password,
-                form,
+                format,
                 body,
+                templates,
                 token_pointer,
                 token_ttl,
                 ..
             } => {
                 let ctx =
                     minijinja::context! { username => username, password => password.expose() };
-                let rendered = render_leaves(body, &ctx)?;
-                let mut req = self.client.post(login_url);
-                req = if *form {
-                    let pairs: Vec<(String, String)> = match &rendered {
-                        serde_json::Value::Object(m) => m
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    v.as_str()
-                                        .map(str::to_string)
-                                        .unwrap_or_else(|| v.to_string()),
-                                )
-                            })
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    req.form(&pairs)
-                } else {
-                    req.json(&rendered)
+                // The error is generic on purpose: the context holds the password.
+                let rendered = templates
+                    .render_body(body, &ctx)
+                    .map_err(|_| TargetError::permanent("auth: bad login_body template"))?;
+                let req = self.client.post(login_url);
+                let req = match format {
+                    LoginFormat::Json => req.json(&rendered),
+                    LoginFormat::Form => {
+                        let pairs: Vec<(String, String)> = match &rendered {
+                            serde_json::Value::Object(m) => m
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.clone(),
+                                        v.as_str()
+                                            .map(str::to_string)
+                                            .unwrap_or_else(|| v.to_string()),
+                                    )
+                                })
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        req.form(&pairs)
+                    }
                 };
                 let resp = req.send().await.map_err(|e| {
                     TargetError::transient(format!("auth: login failed: {}", without_url(&e)))
@@ -795,34 +429,6 @@ fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(u.as_str(), "<token endpoint>");
     }
     s
-}
-
-fn render_leaves(
-    v: &serde_json::Value,
-    ctx: &minijinja::Value,
-) -> Result<serde_json::Value, TargetError> {
-    Ok(match v {
-        serde_json::Value::String(s) => {
-            // Errors are generic on purpose: the context holds the password.
-            serde_json::Value::String(
-                crate::template::render_str(s, ctx)
-                    .map_err(|_| TargetError::permanent("auth: bad login_body template"))?,
-            )
-        }
-        serde_json::Value::Array(a) => serde_json::Value::Array(
-            a.iter()
-                .map(|x| render_leaves(x, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .map(|(k, x)| Ok((k.clone(), render_leaves(x, ctx)?)))
-                .collect::<Result<BTreeMap<_, _>, TargetError>>()?
-                .into_iter()
-                .collect(),
-        ),
-        other => other.clone(),
-    })
 }
 
 #[cfg(test)]

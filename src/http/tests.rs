@@ -1705,7 +1705,7 @@ fn example_login_token() {
     );
     assert_eq!(c.auth.scheme(), "login");
     match &c.auth {
-        crate::http::auth::AuthConfig::Login {
+        crate::config::auth::AuthConfig::Login {
             token_header,
             token_prefix,
             ..
@@ -1724,7 +1724,7 @@ fn example_gluster() {
         &[("GLUSTER_APP_SECRET", "gluster-example-secret-3")],
     );
     match &c.auth {
-        crate::http::auth::AuthConfig::Jwt { qsh, .. } => assert!(qsh),
+        crate::config::auth::AuthConfig::Jwt { qsh, .. } => assert!(qsh),
         other => panic!("{other:?}"),
     }
     assert!(

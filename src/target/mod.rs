@@ -183,12 +183,3 @@ pub fn build(kind: &KindConfig, http: HttpClient) -> Arc<dyn TargetApi> {
         KindConfig::Scim(scim) => Arc::new(scim::ScimTarget::new(scim.clone(), http)),
     }
 }
-
-/// Operations the provisioner's routing needs that its description lacks:
-/// (key, problem, fix) for `check`.
-pub fn missing_operations(config: &ProvisionerConfig) -> Vec<(String, String, String)> {
-    match &config.kind {
-        KindConfig::Rest(rest) => rest::config::missing_operations(rest, config.needs()),
-        KindConfig::Scim(scim) => scim::config::missing_operations(scim, config.needs()),
-    }
-}

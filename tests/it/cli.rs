@@ -99,6 +99,35 @@ fn check_reports_every_problem_at_once() {
     }
 }
 
+/// serde stops at the first key it refuses; `check` must not, nor hide the
+/// file's other problems behind a missing required key.
+#[test]
+fn check_reports_a_missing_key_an_unknown_value_and_other_errors_together() {
+    let text = example()
+        .replace("url_prefix = \"http://127.0.0.1:8080\"\n", "")
+        .replace(
+            "provision_strategy = \"query-first\"",
+            "provision_strategy = \"fastest\"",
+        )
+        .replace(
+            "target_group_retry_delay = 20",
+            "target_group_retry_delay = \"soon\"\naccount_cache_size = 0",
+        )
+        .replacen("method = \"PATCH\"", "method = \"PTACH\"", 1);
+    let (ok, _, err) = check(&[("a.toml", &text)]);
+    assert!(!ok);
+    for needle in [
+        "a.toml: key `url_prefix`: every provisioner needs `url_prefix`",
+        "a.toml: key `provision_strategy`: unknown variant `fastest`, expected `query-first` or `create-first` (line 10)",
+        "a.toml: key `target_group_retry_delay`: invalid type: string \"soon\"",
+        "a.toml: key `account_cache_size`: must be at least 1",
+        "a.toml: key `rest.accounts.update.method`: unknown variant `PTACH`",
+        "configuration has 5 errors",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+}
+
 #[test]
 fn check_never_prints_a_secret() {
     let text = example().replace(

@@ -3,10 +3,11 @@
 //! compiled once into one [`Templates`] set.
 
 use reqwest::Method;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{Needs, Problems};
-use crate::template::{Position, TemplateRef, Templates, UrlTemplate};
+use crate::config::needs::{MissingOperation, Needs};
+use crate::config::problems::{spelling, Problems};
+use crate::template::{BodyTemplate, Position, TemplateRef, Templates, UrlTemplate};
 
 /// The `[rest]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,10 +67,10 @@ pub struct GroupsFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperationFile {
-    /// HTTP method: GET, POST, PUT, PATCH or DELETE.
-    pub method: String,
-    /// Template of the path (and query) relative to `url_prefix`, starting with `/`.
-    pub url: String,
+    /// HTTP method (required).
+    pub method: Option<HttpMethod>,
+    /// Template of the path (and query) relative to `url_prefix`, starting with `/` (required).
+    pub url: Option<String>,
     /// Statuses meaning success.
     #[serde(default = "default_ok")]
     pub ok: Vec<u16>,
@@ -99,12 +100,45 @@ fn default_ok() -> Vec<u16> {
     vec![200, 201, 202, 204]
 }
 
+/// An operation's `method`; the lowercase spelling is accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// Reads (look-ups, listings).
+    #[serde(alias = "get")]
+    Get,
+    /// Creates, or adds a member.
+    #[serde(alias = "post")]
+    Post,
+    /// Replaces a resource.
+    #[serde(alias = "put")]
+    Put,
+    /// Changes part of a resource.
+    #[serde(alias = "patch")]
+    Patch,
+    /// Removes a resource or a member.
+    #[serde(alias = "delete")]
+    Delete,
+}
+
+impl From<HttpMethod> for Method {
+    fn from(m: HttpMethod) -> Method {
+        match m {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Put => Method::PUT,
+            HttpMethod::Patch => Method::PATCH,
+            HttpMethod::Delete => Method::DELETE,
+        }
+    }
+}
+
 /// `paging = { style = ..., ... }`; which other keys apply depends on `style`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagingFile {
-    /// `page_number`, `offset` or `next_link`.
-    pub style: String,
+    /// How the pages are addressed (required).
+    pub style: Option<PagingStyle>,
     /// page_number: the page query parameter (pages count from 1); offset: the
     /// offset query parameter.
     pub param: Option<String>,
@@ -125,6 +159,44 @@ pub struct PagingFile {
 
 fn default_page_size() -> u64 {
     100
+}
+
+/// `paging.style`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingStyle {
+    /// `param` = 1, 2, ... until the page at `last_page` or an empty page.
+    PageNumber,
+    /// `param` = `start`, `start` + `size`, ... until `total` items, or a short or empty page.
+    Offset,
+    /// Follow the link at `next` until there is none.
+    NextLink,
+}
+
+impl PagingStyle {
+    /// The keys this style takes besides `style`.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            PagingStyle::PageNumber => &["param", "last_page"],
+            PagingStyle::Offset => &["param", "size_param", "size", "start", "total"],
+            PagingStyle::NextLink => &["next"],
+        }
+    }
+}
+
+impl PagingFile {
+    /// Every key but `style`, with whether it is set.
+    fn given(&self) -> [(&'static str, bool); 7] {
+        [
+            ("param", self.param.is_some()),
+            ("last_page", self.last_page.is_some()),
+            ("size_param", self.size_param.is_some()),
+            ("size", self.size.is_some()),
+            ("start", self.start.is_some()),
+            ("total", self.total.is_some()),
+            ("next", self.next.is_some()),
+        ]
+    }
 }
 
 // ------------------------------------------------------------ runtime form
@@ -174,16 +246,6 @@ pub struct Operation {
     pub match_pointer: Option<String>,
     pub name_pointer: Option<String>,
     pub paging: Option<Paging>,
-}
-
-/// A body with its string leaves compiled.
-#[derive(Debug, Clone)]
-pub enum BodyTemplate {
-    /// A number, boolean (or date, as its text): sent as written.
-    Literal(serde_json::Value),
-    Text(TemplateRef),
-    Array(Vec<BodyTemplate>),
-    Object(Vec<(String, BodyTemplate)>),
 }
 
 /// How a list is read page by page.
@@ -335,8 +397,6 @@ const REMOVE_MEMBER: Shape = Shape {
     ..WRITE
 };
 
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-
 /// Validates `[rest]`, reporting every problem; `None` when there was any.
 pub fn validate(file: RestFile, p: &mut Problems<'_>) -> Option<RestConfig> {
     let start = p.count();
@@ -357,8 +417,12 @@ pub fn validate(file: RestFile, p: &mut Problems<'_>) -> Option<RestConfig> {
             None
         }
     };
+    // An operation that is written but invalid must not read as missing.
+    let mut invalid = false;
     let mut op = |shape: Shape, f: Option<OperationFile>| {
-        f.and_then(|f| validate_operation(shape, f, &mut templates, p))
+        let op = validate_operation(shape, f?, &mut templates, p);
+        invalid |= op.is_none();
+        op
     };
     let accounts = AccountOps {
         lookup: op(LOOKUP, file.accounts.lookup),
@@ -375,7 +439,7 @@ pub fn validate(file: RestFile, p: &mut Problems<'_>) -> Option<RestConfig> {
         add_member: op(ADD_MEMBER, file.groups.add_member),
         remove_member: op(REMOVE_MEMBER, file.groups.remove_member),
     };
-    if p.count() > start {
+    if invalid || p.count() > start {
         return None;
     }
     Some(RestConfig {
@@ -394,28 +458,30 @@ fn validate_operation(
 ) -> Option<Operation> {
     let start = p.count();
     let key = format!("rest.{}", shape.name);
+    let needed_by = format!("`{}`", shape.name);
 
-    let method = f.method.to_ascii_uppercase();
-    if !METHODS.contains(&method.as_str()) {
-        p.add(
-            format!("{key}.method"),
-            format!("`{}` is not a supported HTTP method", f.method),
-            "use GET, POST, PUT, PATCH or DELETE",
+    let method = p.required(
+        &format!("{key}.method"),
+        f.method,
+        &needed_by,
+        "\"GET\", \"POST\", \"PUT\", \"PATCH\" or \"DELETE\"",
+    );
+    let url_example = "\"/users/{{ api_id }}\"";
+    let url = p
+        .required(&format!("{key}.url"), f.url, &needed_by, url_example)
+        .and_then(
+            |url| match templates.add_url(&format!("{key}.url"), &url, shape.vars) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    p.add(
+                        format!("{key}.url"),
+                        format!("bad URL template: {e}"),
+                        format!("write a path relative to url_prefix, e.g. {url_example}"),
+                    );
+                    None
+                }
+            },
         );
-    }
-    let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
-
-    let url = match templates.add_url(&format!("{key}.url"), &f.url, shape.vars) {
-        Ok(u) => Some(u),
-        Err(e) => {
-            p.add(
-                format!("{key}.url"),
-                format!("bad URL template: {e}"),
-                "write a path relative to url_prefix, e.g. \"/users/{{ api_id }}\"",
-            );
-            None
-        }
-    };
 
     check_statuses(&key, "ok", &f.ok, p);
     if f.ok.is_empty() {
@@ -458,7 +524,7 @@ fn validate_operation(
 
     let body = f.body.as_ref().and_then(|b| match b {
         toml::Value::Table(_) | toml::Value::Array(_) => {
-            compile_body(b, &format!("{key}.body"), shape.vars, templates, p)
+            templates.add_body(&format!("{key}.body"), b, shape.vars, p)
         }
         _ => {
             p.add(
@@ -470,10 +536,17 @@ fn validate_operation(
         }
     });
 
-    let id = pointer(&key, "id", f.id, shape.id, p);
-    let items = pointer(&key, "items", f.items, shape.items, p);
-    let match_pointer = pointer(&key, "match", f.match_pointer, shape.match_pointer, p);
-    let name_pointer = pointer(&key, "name", f.name, shape.name_pointer, p);
+    let id = pointer(&key, "id", f.id, shape.id, &needed_by, p);
+    let items = pointer(&key, "items", f.items, shape.items, &needed_by, p);
+    let match_pointer = pointer(
+        &key,
+        "match",
+        f.match_pointer,
+        shape.match_pointer,
+        &needed_by,
+        p,
+    );
+    let name_pointer = pointer(&key, "name", f.name, shape.name_pointer, &needed_by, p);
     if shape.name == LOOKUP.name && match_pointer.is_some() && items.is_none() {
         p.add(
             format!("{key}.match"),
@@ -489,10 +562,12 @@ fn validate_operation(
                 format!("`{}` reads no list", shape.name),
                 "remove `paging`",
             );
-            None
+            Err(())
         }
-        Some(pf) => validate_paging(&format!("{key}.paging"), pf, p),
-        None => None,
+        Some(pf) => validate_paging(&format!("{key}.paging"), pf, p)
+            .map(Some)
+            .ok_or(()),
+        None => Ok(None),
     };
 
     if p.count() > start {
@@ -500,7 +575,7 @@ fn validate_operation(
     }
     Some(Operation {
         name: shape.name,
-        method,
+        method: method?.into(),
         url: url?,
         ok: f.ok,
         absent: f.absent,
@@ -510,7 +585,7 @@ fn validate_operation(
         items,
         match_pointer,
         name_pointer,
-        paging,
+        paging: paging.ok()?,
     })
 }
 
@@ -532,129 +607,77 @@ fn pointer(
     field: &str,
     value: Option<String>,
     need: Need,
+    needed_by: &str,
     p: &mut Problems<'_>,
 ) -> Option<String> {
+    let key = format!("{key}.{field}");
     match (value, need) {
-        (None, Need::Required) => {
-            p.add(
-                format!("{key}.{field}"),
-                "is required for this operation",
-                format!("set `{field}` to a JSON pointer into the response, e.g. \"/{field}\""),
-            );
-            None
-        }
+        (None, Need::Required) => p.required(&key, None, needed_by, &format!("\"/{field}\"")),
         (None, _) => None,
         (Some(_), Need::No) => {
             p.add(
-                format!("{key}.{field}"),
-                "has no meaning for this operation",
+                key,
+                format!("has no meaning for {needed_by}"),
                 format!("remove `{field}`"),
             );
             None
         }
         (Some(v), _) => {
-            check_pointer(&format!("{key}.{field}"), &v, p);
+            p.json_pointer(&key, &v);
             Some(v)
         }
     }
 }
 
-fn check_pointer(key: &str, value: &str, p: &mut Problems<'_>) {
-    if !value.is_empty() && !value.starts_with('/') {
-        p.add(
-            key,
-            format!("`{value}` is not a JSON pointer (RFC 6901)"),
-            format!("start it with `/`, e.g. \"/{value}\" (\"\" is the whole response)"),
-        );
-    }
-}
-
 fn validate_paging(key: &str, f: PagingFile, p: &mut Problems<'_>) -> Option<Paging> {
     let start = p.count();
-    let given: [(&str, bool); 7] = [
-        ("param", f.param.is_some()),
-        ("last_page", f.last_page.is_some()),
-        ("size_param", f.size_param.is_some()),
-        ("size", f.size.is_some()),
-        ("start", f.start.is_some()),
-        ("total", f.total.is_some()),
-        ("next", f.next.is_some()),
-    ];
-    let allowed: &[&str] = match f.style.as_str() {
-        "page_number" => &["param", "last_page"],
-        "offset" => &["param", "size_param", "size", "start", "total"],
-        "next_link" => &["next"],
-        other => {
-            p.add(
-                format!("{key}.style"),
-                format!("unknown paging style `{other}`"),
-                "use \"page_number\", \"offset\" or \"next_link\"",
-            );
-            return None;
-        }
-    };
-    for (field, present) in given {
-        if present && !allowed.contains(&field) {
-            p.add(
-                format!("{key}.{field}"),
-                format!("has no meaning for style `{}`", f.style),
-                format!(
-                    "remove `{field}` (style `{}` takes {})",
-                    f.style,
-                    allowed.join(", ")
-                ),
-            );
-        }
-    }
+    let style = p.required(
+        &format!("{key}.style"),
+        f.style,
+        "`paging`",
+        "\"page_number\", \"offset\" or \"next_link\"",
+    )?;
+    let needed_by = format!("style `{}`", spelling(&style));
+    p.only_keys(key, &needed_by, &f.given(), style.keys());
     let mut required = |field: &str, value: Option<String>, example: &str| -> String {
-        match value {
-            Some(v) if !v.is_empty() => v,
-            _ => {
-                p.add(
-                    format!("{key}.{field}"),
-                    format!("style `{}` needs `{field}`", f.style),
-                    format!("set {field} = \"{example}\""),
-                );
-                String::new()
-            }
-        }
+        p.required(
+            &format!("{key}.{field}"),
+            value.filter(|v| !v.is_empty()),
+            &needed_by,
+            example,
+        )
+        .unwrap_or_default()
     };
-    let paging = match f.style.as_str() {
-        "page_number" => Paging::PageNumber {
-            param: required("param", f.param, "page"),
+    let paging = match style {
+        PagingStyle::PageNumber => Paging::PageNumber {
+            param: required("param", f.param, "\"page\""),
             last_page: f.last_page,
         },
-        "offset" => Paging::Offset {
-            param: required("param", f.param, "offset"),
+        PagingStyle::Offset => Paging::Offset {
+            param: required("param", f.param, "\"offset\""),
             size_param: f.size_param,
             size: f.size.unwrap_or_else(default_page_size),
             start: f.start.unwrap_or(0),
             total: f.total,
         },
-        _ => Paging::NextLink {
-            next: required("next", f.next, "/next"),
+        PagingStyle::NextLink => Paging::NextLink {
+            next: required("next", f.next, "\"/next\""),
         },
     };
     match &paging {
         Paging::PageNumber {
             last_page: Some(ptr),
             ..
-        } => check_pointer(&format!("{key}.last_page"), ptr, p),
+        } => p.json_pointer(&format!("{key}.last_page"), ptr),
         Paging::Offset {
             size,
             total,
             size_param,
             ..
         } => {
-            if *size == 0 {
-                p.add(
-                    format!("{key}.size"),
-                    "must be at least 1",
-                    "set e.g. size = 100",
-                );
-            }
+            p.at_least(&format!("{key}.size"), *size, 1, "100");
             if let Some(ptr) = total {
-                check_pointer(&format!("{key}.total"), ptr, p);
+                p.json_pointer(&format!("{key}.total"), ptr);
             }
             if size_param.as_deref() == Some("") {
                 p.add(
@@ -665,109 +688,47 @@ fn validate_paging(key: &str, f: PagingFile, p: &mut Problems<'_>) -> Option<Pag
             }
         }
         Paging::NextLink { next } if !next.is_empty() => {
-            check_pointer(&format!("{key}.next"), next, p)
+            p.json_pointer(&format!("{key}.next"), next)
         }
         _ => {}
     }
     (p.count() == start).then_some(paging)
 }
 
-fn compile_body(
-    value: &toml::Value,
-    key: &str,
-    vars: &[&str],
-    templates: &mut Templates,
-    p: &mut Problems<'_>,
-) -> Option<BodyTemplate> {
-    match value {
-        toml::Value::String(s) => match templates.add(key, Position::Text, s, vars) {
-            Ok(t) => Some(BodyTemplate::Text(t)),
-            Err(e) => {
-                p.add(key, format!("bad template: {e}"), "fix the template");
-                None
-            }
-        },
-        toml::Value::Integer(i) => Some(BodyTemplate::Literal((*i).into())),
-        toml::Value::Float(x) => match serde_json::Number::from_f64(*x) {
-            Some(n) => Some(BodyTemplate::Literal(serde_json::Value::Number(n))),
-            None => {
-                p.add(
-                    key,
-                    format!("{x} cannot be sent as JSON"),
-                    "use a finite number",
-                );
-                None
-            }
-        },
-        toml::Value::Boolean(b) => Some(BodyTemplate::Literal((*b).into())),
-        toml::Value::Datetime(d) => Some(BodyTemplate::Literal(d.to_string().into())),
-        toml::Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            let mut ok = true;
-            for (i, item) in items.iter().enumerate() {
-                match compile_body(item, &format!("{key}[{i}]"), vars, templates, p) {
-                    Some(b) => out.push(b),
-                    None => ok = false,
-                }
-            }
-            ok.then_some(BodyTemplate::Array(out))
+impl RestConfig {
+    /// The operations `needs` asks for that this description lacks.
+    pub fn missing_operations(&self, needs: Needs) -> Vec<MissingOperation> {
+        let (a, g) = (&self.accounts, &self.groups);
+        let mut wanted: Vec<(&str, bool, &'static str)> = Vec::new();
+        if needs.accounts {
+            let by = Needs::ACCOUNTS_KEY;
+            wanted.extend([
+                ("accounts.lookup", a.lookup.is_some(), by),
+                ("accounts.create", a.create.is_some(), by),
+                ("accounts.update", a.update.is_some(), by),
+                ("accounts.deprovision", a.deprovision.is_some(), by),
+                ("accounts.list", a.list.is_some(), by),
+            ]);
         }
-        toml::Value::Table(table) => {
-            let mut out = Vec::with_capacity(table.len());
-            let mut ok = true;
-            for (k, v) in table {
-                match compile_body(v, &format!("{key}.{k}"), vars, templates, p) {
-                    Some(b) => out.push((k.clone(), b)),
-                    None => ok = false,
-                }
+        if needs.groups {
+            let by = Needs::GROUPS_KEY;
+            if !needs.accounts {
+                wanted.push(("accounts.lookup", a.lookup.is_some(), by));
             }
-            ok.then_some(BodyTemplate::Object(out))
+            wanted.extend([
+                ("groups.list", g.list.is_some(), by),
+                ("groups.members", g.members.is_some(), by),
+                ("groups.add_member", g.add_member.is_some(), by),
+                ("groups.remove_member", g.remove_member.is_some(), by),
+            ]);
         }
+        wanted
+            .into_iter()
+            .filter(|(_, present, _)| !present)
+            .map(|(op, _, needed_by)| MissingOperation {
+                key: format!("rest.{op}"),
+                needed_by,
+            })
+            .collect()
     }
-}
-
-/// Operations the routing needs that `[rest]` lacks: (key, problem, fix).
-pub fn missing_operations(rest: &RestConfig, needs: Needs) -> Vec<(String, String, String)> {
-    let mut wanted: Vec<(&str, bool, &str)> = Vec::new();
-    if needs.accounts {
-        let why = "`provision_group` is set";
-        wanted.extend([
-            ("accounts.lookup", rest.accounts.lookup.is_some(), why),
-            ("accounts.create", rest.accounts.create.is_some(), why),
-            ("accounts.update", rest.accounts.update.is_some(), why),
-            (
-                "accounts.deprovision",
-                rest.accounts.deprovision.is_some(),
-                why,
-            ),
-            ("accounts.list", rest.accounts.list.is_some(), why),
-        ]);
-    }
-    if needs.groups {
-        let why = "`target_group_map` is set";
-        if !needs.accounts {
-            wanted.push(("accounts.lookup", rest.accounts.lookup.is_some(), why));
-        }
-        wanted.extend([
-            ("groups.list", rest.groups.list.is_some(), why),
-            ("groups.members", rest.groups.members.is_some(), why),
-            ("groups.add_member", rest.groups.add_member.is_some(), why),
-            (
-                "groups.remove_member",
-                rest.groups.remove_member.is_some(),
-                why,
-            ),
-        ]);
-    }
-    wanted
-        .into_iter()
-        .filter(|(_, present, _)| !present)
-        .map(|(op, _, why)| {
-            (
-                format!("rest.{op}"),
-                format!("{why}, so the `[rest.{op}]` operation is needed"),
-                format!("add `[rest.{op}]` with its method, url and statuses (see provisioners/example.toml)"),
-            )
-        })
-        .collect()
 }

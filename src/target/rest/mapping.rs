@@ -3,10 +3,9 @@
 
 use serde_json::Value as Json;
 
-use super::config::BodyTemplate;
 use crate::event::Attributes;
 use crate::target::{RemoteAccount, RemoteGroup};
-use crate::template::{encode_component, Templates};
+use crate::template::encode_component;
 
 /// The values templates see (SPEC §4). A value left `None` is undefined in
 /// the template, so it renders empty (and is refused in a URL path).
@@ -40,31 +39,6 @@ impl Vars<'_> {
         }
         pairs.into_iter().collect()
     }
-}
-
-/// Builds a JSON body: every string leaf rendered on its own into a JSON
-/// string, so no value can change the body's structure.
-pub fn build_body(
-    templates: &Templates,
-    body: &BodyTemplate,
-    ctx: &minijinja::Value,
-) -> Result<Json, String> {
-    Ok(match body {
-        BodyTemplate::Literal(v) => v.clone(),
-        BodyTemplate::Text(t) => Json::String(templates.render(t, ctx)?),
-        BodyTemplate::Array(items) => Json::Array(
-            items
-                .iter()
-                .map(|b| build_body(templates, b, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        BodyTemplate::Object(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, b)| Ok((k.clone(), build_body(templates, b, ctx)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-    })
 }
 
 /// The text at a pointer: a string, or a number as its decimal text (APIs

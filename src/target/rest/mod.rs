@@ -69,7 +69,7 @@ impl RestTarget {
         let body = op
             .body
             .as_ref()
-            .map(|b| mapping::build_body(templates, b, &ctx))
+            .map(|b| templates.render_body(b, &ctx))
             .transpose()
             .map_err(|e| TargetError::permanent(format!("{}: body: {e}", op.name)))?;
         Ok(HttpRequest {

@@ -8,7 +8,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::config::RestConfig;
 use super::mapping::{self, Vars};
 use super::RestTarget;
-use crate::config::{parse_provisioner, ConfigError, KindConfig, ProvisionerConfig};
+use crate::config::problems::ConfigError;
+use crate::config::{parse_provisioner, KindConfig, ProvisionerConfig};
 use crate::http::HttpClient;
 use crate::target::{
     Created, FailureClass, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
@@ -241,13 +242,13 @@ fn each_bad_input_names_its_key() {
             "items = \"/users\"",
             "",
             "rest.accounts.list.items",
-            "required",
+            "needs",
         ),
         (
             "id = \"/id\"\nmatch = \"/email\"\npaging",
             "id = \"/id\"\npaging",
             "rest.accounts.list.match",
-            "required",
+            "needs",
         ),
         (
             "style = \"page_number\"",
@@ -291,7 +292,12 @@ fn each_bad_input_names_its_key() {
             "rest.groups.list.paging.next",
             "needs `next`",
         ),
-        ("name = \"/name\"", "", "rest.groups.list.name", "required"),
+        (
+            "name = \"/name\"",
+            "",
+            "rest.groups.list.name",
+            "needs `name`",
+        ),
         (
             "body = { members = [{ id = \"{{ api_id }}\" }] }",
             "body = \"{{ api_id }}\"",
@@ -342,9 +348,9 @@ fn unknown_keys_are_refused() {
 
 #[test]
 fn missing_operations_are_named() {
-    // A misspelt operation table is an unknown key, not a missing operation.
+    // A misspelt operation table is an unknown key (and the operation is missing).
     let misspelt = SPEC_EXAMPLE.replacen("[rest.accounts.create]", "[rest.accounts.craete]", 1);
-    assert_error(&misspelt, "craete", "unknown field");
+    assert_error(&misspelt, "rest.accounts.craete", "unknown field");
 
     let start = SPEC_EXAMPLE.find("[rest.accounts.create]").unwrap_or(0);
     let end = SPEC_EXAMPLE.find("[rest.accounts.update]").unwrap_or(0);
@@ -436,7 +442,9 @@ fn bodies_are_built_structurally() {
         attributes: Some(&a),
         ..Vars::default()
     };
-    let built = mapping::build_body(&rest.templates, body, &vars.context())
+    let built = rest
+        .templates
+        .render_body(body, &vars.context())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         built,
@@ -459,7 +467,9 @@ fn bodies_are_built_structurally() {
         attributes: Some(&empty),
         ..Vars::default()
     };
-    let built = mapping::build_body(&rest.templates, body, &vars.context())
+    let built = rest
+        .templates
+        .render_body(body, &vars.context())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         built,

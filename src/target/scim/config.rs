@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use minijinja::{Environment, UndefinedBehavior};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::mapping::{self, AttrPath};
-use crate::config::{Needs, Problems};
+use crate::config::problems::Problems;
 
 /// The `[scim]` table as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,12 +26,12 @@ pub struct ScimFile {
     /// `name.givenName`, `name.familyName`, `displayName`); `""` drops a default.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// `patch` (replace operations) or `put` (the whole resource).
-    #[serde(default = "default_update_method")]
-    pub update_method: String,
-    /// `delete` or `deactivate` (PATCH `active=false`; a later add re-activates).
-    #[serde(default = "default_deprovision")]
-    pub deprovision: String,
+    /// How an account is updated.
+    #[serde(default)]
+    pub update_method: UpdateMethod,
+    /// How an account is deprovisioned.
+    #[serde(default)]
+    pub deprovision: Deprovision,
     /// Create a mapped group that the provider does not have yet.
     #[serde(default)]
     pub create_missing_groups: bool,
@@ -42,10 +42,9 @@ pub struct ScimFile {
     /// (`filter=<attr> eq "..."`) and read from listed accounts.
     #[serde(default = "default_filter_attribute")]
     pub filter_attribute: String,
-    /// How a group member's match value is found: `users` (list the users once
-    /// and join by id) or `display` (trust the member's `display`).
-    #[serde(default = "default_member_match")]
-    pub member_match: String,
+    /// How a group member's match value is found.
+    #[serde(default)]
+    pub member_match: MemberMatch,
     /// Members added (or removed) per PATCH on a group.
     #[serde(default = "default_member_batch_size")]
     pub member_batch_size: usize,
@@ -57,12 +56,12 @@ impl Default for ScimFile {
             user_name: default_user_name(),
             match_template: None,
             attributes: BTreeMap::new(),
-            update_method: default_update_method(),
-            deprovision: default_deprovision(),
+            update_method: UpdateMethod::default(),
+            deprovision: Deprovision::default(),
             create_missing_groups: false,
             page_size: default_page_size(),
             filter_attribute: default_filter_attribute(),
-            member_match: default_member_match(),
+            member_match: MemberMatch::default(),
             member_batch_size: default_member_batch_size(),
         }
     }
@@ -71,20 +70,11 @@ impl Default for ScimFile {
 fn default_user_name() -> String {
     "{{ subject }}".into()
 }
-fn default_update_method() -> String {
-    "patch".into()
-}
-fn default_deprovision() -> String {
-    "delete".into()
-}
 fn default_page_size() -> usize {
     100
 }
 fn default_filter_attribute() -> String {
     "userName".into()
-}
-fn default_member_match() -> String {
-    "users".into()
 }
 fn default_member_batch_size() -> usize {
     100
@@ -107,21 +97,36 @@ pub fn default_attributes() -> BTreeMap<String, String> {
 /// themselves, and a huge PATCH is more likely refused than fast.
 const MAX_BATCH: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[scim] update_method`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UpdateMethod {
+    /// PATCH with one `replace` operation per value.
+    #[default]
     Patch,
+    /// PUT the whole resource.
     Put,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[scim] deprovision`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Deprovision {
+    /// DELETE the user.
+    #[default]
     Delete,
+    /// PATCH `active = false`; a later add or update re-activates the user.
     Deactivate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[scim] member_match`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MemberMatch {
+    /// List the users once and join the members with them by id.
+    #[default]
     Users,
+    /// Trust each member's `display` as its match value.
     Display,
 }
 
@@ -159,12 +164,12 @@ impl Default for ScimConfig {
             user_name: default_user_name(),
             match_template: None,
             attributes,
-            update_method: UpdateMethod::Patch,
-            deprovision: Deprovision::Delete,
+            update_method: UpdateMethod::default(),
+            deprovision: Deprovision::default(),
             create_missing_groups: false,
             page_size: default_page_size(),
             filter_attribute: default_filter_attribute(),
-            member_match: MemberMatch::Users,
+            member_match: MemberMatch::default(),
             member_batch_size: default_member_batch_size(),
         }
     }
@@ -247,42 +252,6 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
     let attributes = mappings(&table, p);
     check_shapes(&attributes, p);
 
-    let update_method = match file.update_method.as_str() {
-        "patch" => UpdateMethod::Patch,
-        "put" => UpdateMethod::Put,
-        other => {
-            p.add(
-                "scim.update_method",
-                format!("unknown update method `{other}`"),
-                "use \"patch\" or \"put\"",
-            );
-            UpdateMethod::Patch
-        }
-    };
-    let deprovision = match file.deprovision.as_str() {
-        "delete" => Deprovision::Delete,
-        "deactivate" => Deprovision::Deactivate,
-        other => {
-            p.add(
-                "scim.deprovision",
-                format!("unknown deprovision mode `{other}`"),
-                "use \"delete\" or \"deactivate\"",
-            );
-            Deprovision::Delete
-        }
-    };
-    let member_match = match file.member_match.as_str() {
-        "users" => MemberMatch::Users,
-        "display" => MemberMatch::Display,
-        other => {
-            p.add(
-                "scim.member_match",
-                format!("unknown member match `{other}`"),
-                "use \"users\" (list users and join by id) or \"display\" (trust members[].display)",
-            );
-            MemberMatch::Users
-        }
-    };
     for (key, value) in [
         ("scim.page_size", file.page_size),
         ("scim.member_batch_size", file.member_batch_size),
@@ -307,12 +276,12 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
         user_name: file.user_name,
         match_template: file.match_template,
         attributes,
-        update_method,
-        deprovision,
+        update_method: file.update_method,
+        deprovision: file.deprovision,
         create_missing_groups: file.create_missing_groups,
         page_size: file.page_size,
         filter_attribute: file.filter_attribute,
-        member_match,
+        member_match: file.member_match,
         member_batch_size: file.member_batch_size,
     })
 }
@@ -354,9 +323,4 @@ fn check_shapes(attributes: &[AttributeMapping], p: &mut Problems<'_>) {
             "map each place once; set a default's key to \"\" to drop it (e.g. emails = \"\")",
         );
     }
-}
-
-/// SCIM has every operation the engine needs.
-pub fn missing_operations(_scim: &ScimConfig, _needs: Needs) -> Vec<(String, String, String)> {
-    Vec::new()
 }

@@ -10,7 +10,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use super::config::{self, Deprovision, MemberMatch, UpdateMethod};
 use super::mapping::{self, AttrPath, ListPage, Member, Paging, ScimError};
 use super::ScimTarget;
-use crate::config::{parse_provisioner, ConfigError, KindConfig, ProvisionerConfig};
+use crate::config::problems::ConfigError;
+use crate::config::{parse_provisioner, KindConfig, ProvisionerConfig};
 use crate::event::Attributes;
 use crate::http::HttpClient;
 use crate::target::{
@@ -1193,10 +1194,8 @@ fn defaults_follow_the_spec() {
         keys,
         ["displayName", "emails", "name.familyName", "name.givenName"]
     );
-    assert_eq!(
-        crate::target::missing_operations(&parse("https://x.example/v2", "").unwrap()),
-        Vec::<(String, String, String)>::new()
-    );
+    let p = parse("https://x.example/v2", "").unwrap();
+    assert_eq!(p.kind.missing_operations(p.needs()), Vec::new());
 }
 
 #[test]
@@ -1246,7 +1245,7 @@ fn every_problem_is_reported_with_its_dotted_key() {
 #[test]
 fn unknown_keys_are_rejected() {
     let keys = error_keys("[scim]\npagesize = 10\n");
-    assert_eq!(keys, ["pagesize"]);
+    assert_eq!(keys, ["scim.pagesize"]);
 }
 
 #[test]
