@@ -196,7 +196,7 @@ pub struct HttpSettings {
     /// Largest response body read, the authentication endpoints' included.
     pub max_response_bytes: usize,
     pub tls: Option<TlsConfig>,
-    pub auth: auth::AuthConfig,
+    pub auth: crate::config::auth::AuthConfig,
     pub on_behalf_of: Option<OnBehalfOf>,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{KindConfig, ProvisionerConfig};
+use crate::config::KindConfig;
 use crate::event::Attributes;
 use crate::http::HttpClient;
 
