@@ -11,6 +11,7 @@
 //! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`),
 //!   and the registry that builds a target from `kind`.
 //! - [`http`]: HTTP client, authentication, timeouts, failover.
+//! - [`journal`]: the outcome journal: a row per settled event, in SQLite or PostgreSQL.
 //! - [`template`]: minijinja templates for URLs, bodies and headers.
 //! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
 //! - [`worker`]: `run(config, shutdown)`: one consumer task per provisioner.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod http;
+pub mod journal;
 pub mod mock_target;
 pub mod target;
 pub mod template;
