@@ -13,6 +13,7 @@
 //!   and the registry that builds a target from `kind`.
 //! - [`metrics`]: Prometheus counters, histograms and scrape-time samples.
 //! - [`http`]: HTTP client, authentication, timeouts, failover.
+//! - [`journal`]: the outcome journal: a row per settled event, in SQLite or PostgreSQL.
 //! - [`template`]: minijinja templates for URLs, bodies and headers.
 //! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
 //! - [`worker`]: `run(config, shutdown)`: one consumer task per provisioner.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod target;
 pub mod template;
