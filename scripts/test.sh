@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test against a real RabbitMQ broker on 127.0.0.1:5672.
-# Makes sure the broker is there first: starts it if it is installed but
-# stopped, installs the Debian package if it is missing.
+# Runs every test against a real RabbitMQ broker on 127.0.0.1:5672 and
+# PostgreSQL on 127.0.0.1:5432 (the shared journal). Makes sure both are
+# there first: starts them if installed but stopped, installs the Debian
+# packages if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,40 @@ fi
 broker_up || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
 echo "==> RabbitMQ is up"
 rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null 2>&1 || echo "warning: could not enable rabbitmq_consistent_hash_exchange (tests with partitions will fail)" >&2
+
+# PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`) for the
+# journal's shared store: started if installed but stopped, installed if
+# missing.
+pg_up() {
+    pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1
+}
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "==> PostgreSQL is not installed; installing the Debian package postgresql"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql
+fi
+if ! pg_up; then
+    echo "==> starting PostgreSQL"
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    done
+    for _ in $(seq 1 30); do
+        pg_up && break
+        sleep 1
+    done
+fi
+pg_up || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+# The tests connect as `postgres` to database `test` without a password.
+if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
+    echo "==> preparing database test (trust auth on 127.0.0.1)"
+    su postgres -c "psql -q -c 'create database test'" >/dev/null 2>&1 || true
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+        grep -q "^host all all 127.0.0.1/32 trust" "$hba" || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+    done
+    for version in $(ls /etc/postgresql); do pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true; done
+fi
+echo "==> PostgreSQL is up"
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -1,15 +1,22 @@
-//! Assembly: builds a runnable provisioner from its validated configuration.
-//! The one place where the HTTP client, the target kind and the engine meet:
-//! the worker, `replay` and `demo` all build their provisioners here, so no
-//! other module needs to know all three.
+//! Assembly: the composition root. It builds a runnable provisioner from its
+//! validated configuration — the one place where the HTTP client, the target
+//! kind and the engine meet, so that the worker, `replay` and `demo` build
+//! their provisioners the same way — and [`run`] puts the whole service
+//! together: journal, worker, admin API.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ProvisionerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminError, AdminState};
+use crate::config::admin::{JournalConfig, JournalStore};
+use crate::config::{Config, ProvisionerConfig};
 use crate::engine::{Engine, Provisioner};
 use crate::http::{HttpClient, HttpSettings, HttpSetupError};
+use crate::journal::{Journal, JournalError, JournalSettings, Store};
 use crate::target::dry_run::{DryRunTarget, WriteLog};
+use crate::worker::{Worker, WorkerError};
 
 /// What becomes of the writes a provisioner decides on.
 #[derive(Clone)]
@@ -65,4 +72,79 @@ pub fn http_settings(config: &ProvisionerConfig) -> HttpSettings {
         auth: config.auth.clone(),
         on_behalf_of: config.on_behalf_of.clone(),
     }
+}
+
+/// The journal settings of `[journal]`.
+pub fn journal_settings(config: &JournalConfig) -> JournalSettings {
+    let store = match &config.store {
+        JournalStore::Sqlite(path) => Store::Sqlite(path.clone()),
+        JournalStore::Postgres(url) => Store::Postgres(url.expose().to_string()),
+    };
+    JournalSettings {
+        max_age: config.max_age,
+        max_rows: config.max_rows,
+        channel_capacity: config.queue,
+        ..JournalSettings::new(store)
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("the journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// How long the journal gets to write what it holds at shutdown.
+const JOURNAL_CLOSE: Duration = Duration::from_secs(10);
+
+/// The service: opens the journal, builds the worker, starts the admin
+/// API, consumes until `shutdown` and drains; then the admin API stops and
+/// the journal writes what it still holds. An admin address in use, or a
+/// journal that cannot be opened, is an error before anything is consumed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let journal = match &config.journal {
+        Some(j) => Some(Journal::open(journal_settings(j)).await?),
+        None => None,
+    };
+    let admin_config = config.admin.clone();
+    let config = std::sync::Arc::new(config);
+    let mut worker = Worker::new((*config).clone())?;
+    if let Some(j) = &journal {
+        worker.set_journal(j.clone());
+    }
+    let admin_stop = CancellationToken::new();
+    let admin = match &admin_config {
+        Some(a) => Some(
+            admin::serve(
+                a,
+                AdminState {
+                    statuses: worker.statuses(),
+                    metrics: worker.metrics(),
+                    journal: journal.clone(),
+                    config: config.clone(),
+                },
+                admin_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    worker.run(shutdown).await;
+    // The admin API answers until the worker has drained, for the probes.
+    admin_stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.task.await;
+    }
+    if let Some(j) = journal {
+        let deadline = tokio::time::Instant::now() + JOURNAL_CLOSE;
+        if let Err(e) = j.close(deadline).await {
+            tracing::warn!(error = %e, "the journal could not write everything before stopping");
+        }
+    }
+    Ok(())
 }

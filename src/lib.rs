@@ -2,10 +2,12 @@
 //! them against remote REST APIs.
 //!
 //! Module map (see docs/architecture.md):
+//! - [`admin`]: the admin HTTP API (probes, metrics, state, pause, journal, dead letters).
 //! - [`config`]: the worker and provisioner files, parsed then validated.
 //! - [`assembly`]: builds a provisioner (HTTP client, target, engine) from its configuration.
 //! - [`event`]: the event wire format; parsing never panics.
 //! - [`call_log`]: the target calls of one event, collected for the journal and metrics.
+//! - [`redact`]: passwords in URLs replaced before anything is shown.
 //! - [`bounded`]: clipping of outside values for headers and log lines.
 //! - [`engine`]: the reconciliation engine shared by every target: routing,
 //!   strategies, caches, rate limits. Knows nothing of HTTP or AMQP.
@@ -21,6 +23,7 @@
 //!   Zoom-style REST API, in memory, on a loopback port.
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
+pub mod admin;
 pub mod amqp;
 pub mod assembly;
 pub mod bounded;
@@ -33,6 +36,7 @@ pub mod event;
 pub mod http;
 pub mod journal;
 pub mod metrics;
+pub mod redact;
 pub mod target;
 pub mod template;
 pub mod worker;

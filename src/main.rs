@@ -28,13 +28,10 @@ enum Command {
     /// Publish JSON-lines events (persistent, with publisher confirms).
     Publish {
         /// Queue to publish to.
-        #[arg(
-            long,
-            required_unless_present = "provisioner",
-            conflicts_with = "provisioner"
-        )]
+        #[arg(long, conflicts_with = "provisioner")]
         queue: Option<String>,
-        /// Publish where this provisioner consumes (through its partitions, if any).
+        /// Publish where this provisioner consumes (through its partitions,
+        /// if any); may be left out when only one is configured.
         #[arg(long)]
         provisioner: Option<String>,
         /// File of JSON lines, or `-` for standard input.
@@ -58,6 +55,15 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         action: DeadLetterAction,
+    },
+    /// Print an argon2 hash of a password for `[[admin.users]] password_hash`
+    /// (the password is read from standard input, one line).
+    HashPassword,
+    /// Print a shell completion script (e.g. `provisioner completions bash >
+    /// /etc/bash_completion.d/provisioner`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -101,25 +107,25 @@ fn main() -> anyhow::Result<()> {
                 queue,
                 provisioner,
                 file,
-            } => match (&queue, &provisioner) {
-                (Some(q), _) => {
-                    commands::publish(&cli.config, commands::PublishTarget::Queue(q), &file).await
-                }
-                (None, Some(p)) => {
-                    commands::publish(&cli.config, commands::PublishTarget::Provisioner(p), &file)
-                        .await
-                }
-                (None, None) => {
-                    eprintln!("error: give --queue QUEUE or --provisioner NAME");
-                    Ok(commands::EXIT_CONFIG)
-                }
-            },
+            } => {
+                let target = match &queue {
+                    Some(q) => commands::PublishTarget::Queue(q),
+                    None => commands::PublishTarget::Provisioner(provisioner.as_deref()),
+                };
+                commands::publish(&cli.config, target, &file).await
+            }
             Command::Replay {
                 provisioner,
                 dry_run,
                 file,
             } => commands::replay(&cli.config, &provisioner, dry_run, &file).await,
             Command::Demo => commands::demo().await,
+            Command::HashPassword => commands::hash_password(),
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "provisioner", &mut std::io::stdout());
+                Ok(0)
+            }
             Command::DeadLetters { action } => match action {
                 DeadLetterAction::List { provisioner, limit } => {
                     commands::dead_letters_list(&cli.config, &provisioner, limit).await

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use super::{anyhow_free, load_config, EXIT_CONFIG};
+use super::{load_config, ExitResult, EXIT_CONFIG};
 use crate::config::problems::spelling;
 use crate::config::Config;
 
-pub fn check(config_path: &Path) -> anyhow_free::Result {
+pub fn check(config_path: &Path) -> ExitResult {
     let Some(config) = load_config(config_path) else {
         return Ok(EXIT_CONFIG);
     };

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{anyhow_free, load_config, EXIT_BROKER, EXIT_CONFIG};
+use super::{load_config, ExitResult, EXIT_BROKER, EXIT_CONFIG};
 use crate::amqp;
 use crate::amqp::dead_letters::{list_parked, requeue_parked, RequeueOptions};
 use crate::config::{AmqpConfig, ProvisionerConfig};
@@ -26,11 +26,7 @@ fn find(config_path: &Path, name: &str) -> Option<(AmqpConfig, ProvisionerConfig
     }
 }
 
-pub async fn dead_letters_list(
-    config_path: &Path,
-    name: &str,
-    limit: usize,
-) -> anyhow_free::Result {
+pub async fn dead_letters_list(config_path: &Path, name: &str, limit: usize) -> ExitResult {
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };
@@ -65,7 +61,7 @@ pub async fn dead_letters_requeue(
     config_path: &Path,
     name: &str,
     options: &RequeueOptions,
-) -> anyhow_free::Result {
+) -> ExitResult {
     let Some((amqp_config, p)) = find(config_path, name) else {
         return Ok(EXIT_CONFIG);
     };

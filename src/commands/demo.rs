@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::anyhow_free;
+use super::ExitResult;
 use crate::amqp;
 use crate::config::{self, Config, ProvisionerConfig};
 use crate::demo::api::DemoApi;
@@ -47,7 +47,7 @@ fn demo_provisioner(api_url: &str, queue: &str) -> Result<ProvisionerConfig, Str
         .ok_or_else(|| config::problems::ConfigErrors(errors).to_string())
 }
 
-pub async fn demo() -> anyhow_free::Result {
+pub async fn demo() -> ExitResult {
     // lapin reports its own clean shutdown of short-lived connections as errors.
     super::init_logging("error,lapin=off", config::LogFormat::Text);
     let api = DemoApi::new();
@@ -222,8 +222,9 @@ async fn in_process(p: &ProvisionerConfig, events: &[String]) {
         }
     };
     for (i, line) in events.iter().enumerate() {
-        match crate::event::parse(line.as_bytes(), None) {
-            Err(invalid) => print_outcome(
+        match super::replay::apply_line(engine.as_ref(), &p.retry, line).await {
+            super::replay::LineResult::Blank => {}
+            super::replay::LineResult::Invalid(invalid) => print_outcome(
                 i + 1,
                 &invalid.id,
                 "(invalid)",
@@ -231,26 +232,13 @@ async fn in_process(p: &ProvisionerConfig, events: &[String]) {
                 &invalid.reason,
                 0,
             ),
-            Ok(event) => {
+            super::replay::LineResult::Done(event, attempts) => {
                 let what = format!("{} {} {}", event.action, event.group, event.subject_label());
-                match engine.apply(&event).await {
-                    Ok(o) => print_outcome(
-                        i + 1,
-                        &event.id,
-                        &what,
-                        o.status.as_str(),
-                        &o.detail,
-                        o.api_calls,
-                    ),
-                    Err(e) => print_outcome(
-                        i + 1,
-                        &event.id,
-                        &what,
-                        "failed",
-                        &e.to_string(),
-                        e.api_calls,
-                    ),
-                }
+                let (status, detail) = match &attempts.result {
+                    Ok(o) => (o.status.as_str(), o.detail.clone()),
+                    Err(e) => ("failed", e.to_string()),
+                };
+                print_outcome(i + 1, &event.id, &what, status, &detail, attempts.api_calls);
             }
         }
     }

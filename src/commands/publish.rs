@@ -5,17 +5,13 @@ use std::path::Path;
 
 use lapin::BasicProperties;
 
-use super::{anyhow_free, EXIT_BROKER};
+use super::{ExitResult, EXIT_BROKER};
 use crate::amqp;
 use crate::config::{self, AmqpConfig};
 
 /// `--queue Q` publishes to a plain queue; `--provisioner NAME` publishes
 /// where that provisioner consumes (through its partitions, if it has them).
-pub async fn publish(
-    config_path: &Path,
-    target: PublishTarget<'_>,
-    file: &str,
-) -> anyhow_free::Result {
+pub async fn publish(config_path: &Path, target: PublishTarget<'_>, file: &str) -> ExitResult {
     let (amqp_config, topology) = match target {
         PublishTarget::Queue(queue) => {
             let Some(amqp_config) = broker_config(config_path) else {
@@ -27,8 +23,27 @@ pub async fn publish(
             let Some(config) = super::load_config(config_path) else {
                 return Ok(super::EXIT_CONFIG);
             };
-            let Some(p) = config.provisioners.iter().find(|p| p.name == name) else {
-                eprintln!("error: no provisioner `{name}` in the configuration");
+            let found = match name {
+                Some(name) => config.provisioners.iter().find(|p| p.name == name),
+                None if config.provisioners.len() == 1 => config.provisioners.first(),
+                None => None,
+            };
+            let Some(p) = found else {
+                let names: Vec<&str> = config
+                    .provisioners
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
+                match name {
+                    Some(name) => eprintln!(
+                        "error: no provisioner `{name}`; configured: {}",
+                        names.join(", ")
+                    ),
+                    None => eprintln!(
+                        "error: give --provisioner NAME (configured: {}) or --queue QUEUE",
+                        names.join(", ")
+                    ),
+                }
                 return Ok(super::EXIT_CONFIG);
             };
             let topology = amqp::Topology::of(p, &config.amqp);
@@ -80,8 +95,10 @@ pub fn broker_config(config_path: &Path) -> Option<AmqpConfig> {
 
 /// Where `publish` sends events.
 pub enum PublishTarget<'a> {
+    /// A plain queue.
     Queue(&'a str),
-    Provisioner(&'a str),
+    /// Where a provisioner consumes; `None`: the only one configured.
+    Provisioner(Option<&'a str>),
 }
 
 /// Publishes each line as one message; the topology is declared first, so
@@ -94,6 +111,7 @@ pub async fn publish_lines(
     let conn = amqp::connect(config, "provisioner:publish").await?;
     let channel = amqp::confirm_channel(&conn).await?;
     amqp::declare(&conn, topology).await?;
+    let mut progress = super::progress::Progress::new("publishing", lines.len() as u64);
     for line in lines {
         let mut props = BasicProperties::default().with_content_type("application/json".into());
         if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
@@ -103,7 +121,9 @@ pub async fn publish_lines(
             }
         }
         amqp::publish_event(&channel, topology, line.as_bytes(), props).await?;
+        progress.inc();
     }
+    progress.finish();
     let _ = conn.close(200, "done".into()).await;
     Ok(lines.len())
 }

@@ -5,17 +5,16 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{anyhow_free, load_config, EXIT_CONFIG};
+use super::progress::Progress;
+use super::{load_config, ExitResult, EXIT_CONFIG};
 use crate::assembly::{self, Writes};
-use crate::engine::retry::with_retries;
+use crate::config::RetryPolicy;
+use crate::engine::retry::{with_retries, Attempts};
+use crate::engine::Provisioner;
+use crate::event::{Event, InvalidEvent};
 use crate::target::dry_run::WriteLog;
 
-pub async fn replay(
-    config_path: &Path,
-    name: &str,
-    dry_run: bool,
-    file: &str,
-) -> anyhow_free::Result {
+pub async fn replay(config_path: &Path, name: &str, dry_run: bool, file: &str) -> ExitResult {
     let Some(config) = load_config(config_path) else {
         return Ok(EXIT_CONFIG);
     };
@@ -48,26 +47,19 @@ pub async fn replay(
         println!("dry run against `{name}`: reads go to the target, writes are only shown");
     }
     let mut failed = 0;
+    let mut progress = Progress::new("replaying", lines.len() as u64);
     for (n, line) in lines.iter().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let event = match crate::event::parse(line.as_bytes(), None) {
-            Ok(e) => e,
-            Err(invalid) => {
+        let result = apply_line(engine.as_ref(), &p.retry, line).await;
+        progress.inc();
+        let (event, attempts) = match result {
+            LineResult::Blank => continue,
+            LineResult::Invalid(invalid) => {
                 failed += 1;
-                println!("line {}: {invalid}", n + 1);
+                progress.line(&format!("line {}: {invalid}", n + 1));
                 continue;
             }
+            LineResult::Done(event, attempts) => (event, attempts),
         };
-        let attempts = with_retries(
-            &p.retry,
-            tokio::time::Instant::now(),
-            || engine.apply(&event),
-            |_, _, _| {},
-        )
-        .await;
         let label = format!(
             "line {}: {} {} {}",
             n + 1,
@@ -76,23 +68,57 @@ pub async fn replay(
             event.subject_label()
         );
         match attempts.result {
-            Ok(o) => println!(
+            Ok(o) => progress.line(&format!(
                 "{label}: {} — {} [{} API calls]",
                 o.status.as_str(),
                 o.detail,
                 attempts.api_calls
-            ),
+            )),
             Err(e) => {
                 failed += 1;
-                println!(
+                progress.line(&format!(
                     "{label}: failed after {} attempt(s): {e}",
                     attempts.attempts
-                );
+                ));
             }
         }
         for write in log.take() {
-            println!("    would {write}");
+            progress.line(&format!("    would {write}"));
         }
     }
+    progress.finish();
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// What became of one line of events.
+pub(super) enum LineResult {
+    Blank,
+    Invalid(InvalidEvent),
+    Done(Event, Attempts),
+}
+
+/// Parses one line and applies it, with the provisioner's retries: how
+/// `replay` and the demo (without a broker) apply events from lines.
+pub(super) async fn apply_line(
+    engine: &dyn Provisioner,
+    retry: &RetryPolicy,
+    line: &str,
+) -> LineResult {
+    let line = line.trim();
+    if line.is_empty() {
+        return LineResult::Blank;
+    }
+    match crate::event::parse(line.as_bytes(), None) {
+        Err(invalid) => LineResult::Invalid(invalid),
+        Ok(event) => {
+            let attempts = with_retries(
+                retry,
+                tokio::time::Instant::now(),
+                || engine.apply(&event),
+                |_, _, _| {},
+            )
+            .await;
+            LineResult::Done(event, attempts)
+        }
+    }
 }

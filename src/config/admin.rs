@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::Problems;
 use super::secret::{Secret, SecretSource};
-use super::Problems;
 
 /// `[admin]`: the admin HTTP API. Without this table the worker serves none.
 #[derive(Debug, Deserialize)]
@@ -37,10 +37,10 @@ fn default_admin_listen() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminTokenFile {
-    /// `read` (see) or `operate` (see, and pause, resume, requeue, clear caches).
-    pub role: String,
+    /// What the token may do.
+    pub role: Option<Role>,
     /// The bearer token: a literal, `{ env = "NAME" }` or `{ file = "path" }`.
-    pub token: SecretSource,
+    pub token: Option<SecretSource>,
 }
 
 /// `[[admin.users]]`
@@ -48,12 +48,12 @@ pub struct AdminTokenFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminUserFile {
     /// User name for HTTP basic authentication.
-    pub name: String,
-    /// `read` or `operate`.
-    pub role: String,
+    pub name: Option<String>,
+    /// What the user may do.
+    pub role: Option<Role>,
     /// The password's hash as a PHC string (argon2, e.g. from `provisioner
     /// hash-password`) or a bcrypt hash (`$2b$...`); never the password.
-    pub password_hash: String,
+    pub password_hash: Option<String>,
 }
 
 /// `[admin.tls]`
@@ -61,9 +61,9 @@ pub struct AdminUserFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminTlsFile {
     /// PEM certificate chain of the admin API.
-    pub cert: String,
+    pub cert: Option<String>,
     /// PEM private key of `cert`.
-    pub key: String,
+    pub key: Option<String>,
     /// PEM CA certificates: when set, clients must present a certificate
     /// signed by one of them.
     pub client_ca: Option<String>,
@@ -103,7 +103,8 @@ fn default_journal_queue() -> usize {
 }
 
 /// What a credential may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read state, events, dead letters, metrics and configuration.
     Read,
@@ -174,26 +175,18 @@ pub struct JournalConfig {
     pub queue: usize,
 }
 
-fn role(text: &str, key: &str, p: &mut Problems<'_>) -> Role {
-    match text {
-        "read" => Role::Read,
-        "operate" => Role::Operate,
-        other => {
-            p.add(
-                key,
-                format!("unknown role `{other}`"),
-                "use \"read\" or \"operate\"",
-            );
-            Role::Read
-        }
+fn required<T>(value: Option<T>, key: &str, fix: &str, p: &mut Problems<'_>) -> Option<T> {
+    if value.is_none() {
+        p.add(key, "is missing", fix);
     }
+    value
 }
 
 /// Whether a stored hash is one the admin API can verify.
 fn is_supported_hash(hash: &str) -> bool {
     let bcrypt = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
-    let argon2 = hash.starts_with("$argon2")
-        && argon2::password_hash::phc::PasswordHash::new(hash).is_ok();
+    let argon2 =
+        hash.starts_with("$argon2") && argon2::password_hash::phc::PasswordHash::new(hash).is_ok();
     bcrypt || argon2
 }
 
@@ -224,44 +217,78 @@ pub fn validate_admin(f: AdminFile, p: &mut Problems<'_>) -> AdminConfig {
         }
     };
     let mut tokens = Vec::new();
+    const ROLE_FIX: &str = "set role = \"read\" or \"operate\"";
     for (i, t) in f.tokens.into_iter().enumerate() {
         let key = format!("admin.tokens[{i}]");
-        let role = role(&t.role, &format!("{key}.role"), p);
-        match t.token.resolve(&base) {
-            Ok(token) => tokens.push(AdminToken { role, token }),
+        let role = required(t.role, &format!("{key}.role"), ROLE_FIX, p);
+        let source = required(
+            t.token,
+            &format!("{key}.token"),
+            "set token = { env = \"NAME\" } (or a literal, or { file = \"path\" })",
+            p,
+        );
+        let Some(source) = source else { continue };
+        match source.resolve(&base) {
+            Ok(token) => {
+                if let Some(role) = role {
+                    tokens.push(AdminToken { role, token });
+                }
+            }
             Err(e) => p.add(format!("{key}.token"), e, "set the token or its source"),
         }
     }
     let mut users = Vec::new();
     for (i, u) in f.users.into_iter().enumerate() {
         let key = format!("admin.users[{i}]");
-        let role = role(&u.role, &format!("{key}.role"), p);
-        if u.name.is_empty() || u.name.contains(':') {
-            p.add(
-                format!("{key}.name"),
-                "a user name must be non-empty and without `:`",
-                "pick another name",
-            );
+        let role = required(u.role, &format!("{key}.role"), ROLE_FIX, p);
+        let name = required(u.name, &format!("{key}.name"), "set name = \"alice\"", p);
+        let hash = required(
+            u.password_hash,
+            &format!("{key}.password_hash"),
+            "make one with `provisioner hash-password`",
+            p,
+        );
+        if let Some(name) = &name {
+            if name.is_empty() || name.contains(':') {
+                p.add(
+                    format!("{key}.name"),
+                    "a user name must be non-empty and without `:`",
+                    "pick another name",
+                );
+            }
         }
-        if !is_supported_hash(&u.password_hash) {
-            p.add(
-                format!("{key}.password_hash"),
-                "not an argon2 PHC string or a bcrypt hash (a plain password is never accepted)",
-                "make one with `provisioner hash-password`",
-            );
+        if let Some(hash) = &hash {
+            if !is_supported_hash(hash) {
+                p.add(
+                    format!("{key}.password_hash"),
+                    "not an argon2 PHC string or a bcrypt hash (a plain password is never accepted)",
+                    "make one with `provisioner hash-password`",
+                );
+            }
         }
-        users.push(AdminUser {
-            name: u.name,
-            role,
-            password_hash: u.password_hash,
-        });
+        if let (Some(name), Some(role), Some(password_hash)) = (name, role, hash) {
+            users.push(AdminUser {
+                name,
+                role,
+                password_hash,
+            });
+        }
     }
-    let tls = f.tls.map(|t| AdminTls {
-        cert: existing_file(&base, &t.cert, "admin.tls.cert", p),
-        key: existing_file(&base, &t.key, "admin.tls.key", p),
-        client_ca: t
-            .client_ca
-            .map(|c| existing_file(&base, &c, "admin.tls.client_ca", p)),
+    let tls = f.tls.and_then(|t| {
+        let cert = required(t.cert, "admin.tls.cert", "point it at a PEM certificate", p);
+        let key = required(
+            t.key,
+            "admin.tls.key",
+            "point it at the certificate's PEM key",
+            p,
+        );
+        Some(AdminTls {
+            cert: existing_file(&base, &cert?, "admin.tls.cert", p),
+            key: existing_file(&base, &key?, "admin.tls.key", p),
+            client_ca: t
+                .client_ca
+                .map(|c| existing_file(&base, &c, "admin.tls.client_ca", p)),
+        })
     });
     let config = AdminConfig {
         listen,
@@ -295,7 +322,10 @@ pub fn validate_journal(f: JournalFile, p: &mut Problems<'_>) -> JournalConfig {
             JournalStore::Sqlite(base.join("journal.sqlite"))
         }
         (None, Some(url)) => match url.resolve(&base) {
-            Ok(u) if u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://") => {
+            Ok(u)
+                if u.expose().starts_with("postgres://")
+                    || u.expose().starts_with("postgresql://") =>
+            {
                 JournalStore::Postgres(u)
             }
             Ok(_) => {
@@ -311,16 +341,30 @@ pub fn validate_journal(f: JournalFile, p: &mut Problems<'_>) -> JournalConfig {
                 JournalStore::Sqlite(base.join("journal.sqlite"))
             }
         },
-        (path, None) => JournalStore::Sqlite(base.join(path.as_deref().unwrap_or("journal.sqlite"))),
+        (path, None) => {
+            JournalStore::Sqlite(base.join(path.as_deref().unwrap_or("journal.sqlite")))
+        }
     };
     if f.max_rows == 0 {
-        p.add("journal.max_rows", "must be at least 1", "set e.g. max_rows = 1000000");
+        p.add(
+            "journal.max_rows",
+            "must be at least 1",
+            "set e.g. max_rows = 1000000",
+        );
     }
     if f.max_age_days == 0 {
-        p.add("journal.max_age_days", "must be at least 1", "set e.g. max_age_days = 30");
+        p.add(
+            "journal.max_age_days",
+            "must be at least 1",
+            "set e.g. max_age_days = 30",
+        );
     }
     if f.queue == 0 {
-        p.add("journal.queue", "must be at least 1", "set e.g. queue = 10000");
+        p.add(
+            "journal.queue",
+            "must be at least 1",
+            "set e.g. queue = 10000",
+        );
     }
     JournalConfig {
         store,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::admin::{AdminFile, JournalFile};
 use super::auth::AuthFile;
 use super::runtime::{GroupSyncStrategy, LogFormat, ProvisionStrategy, QueueType};
 use crate::target::rest::config::RestFile;
@@ -32,6 +33,11 @@ pub struct WorkerFile {
     /// Seconds in-flight events get to finish after SIGTERM/SIGINT before they go back to the queue.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u64,
+    /// The admin HTTP API; without this table none is served (so several
+    /// worker processes can share one file).
+    pub admin: Option<AdminFile>,
+    /// The outcome journal; without this table none is kept.
+    pub journal: Option<JournalFile>,
 }
 
 pub(super) fn default_shutdown_grace_s() -> u64 {

@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod admin;
 pub mod auth;
+pub mod describe;
 pub mod file;
 pub mod needs;
 mod parse;
@@ -58,6 +60,8 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
     };
     let mut p = Problems::new(worker_file, &mut errors);
     let amqp = validate::amqp(file.amqp, &mut p);
+    let admin = file.admin.map(|a| admin::validate_admin(a, &mut p));
+    let journal = file.journal.map(|j| admin::validate_journal(j, &mut p));
     let paths = provisioner_paths(&file.provisioners, &mut p);
     let provisioners = load_provisioners(&paths, &mut errors);
     validate::retry_budgets(&amqp, &provisioners, &mut errors);
@@ -73,6 +77,8 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
         },
         shutdown_grace: Duration::from_secs(file.shutdown_grace_s),
         provisioners,
+        admin,
+        journal,
     })
 }
 
@@ -97,6 +103,8 @@ pub fn from_provisioner_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors>
         },
         shutdown_grace: Duration::from_secs(file::default_shutdown_grace_s()),
         provisioners,
+        admin: None,
+        journal: None,
     })
 }
 

@@ -22,6 +22,10 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown_grace: Duration,
     pub provisioners: Vec<ProvisionerConfig>,
+    /// The admin API, when the worker file has `[admin]`.
+    pub admin: Option<super::admin::AdminConfig>,
+    /// The outcome journal, when the worker file has `[journal]`.
+    pub journal: Option<super::admin::JournalConfig>,
 }
 
 #[derive(Debug, Clone)]

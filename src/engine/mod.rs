@@ -20,6 +20,7 @@ mod groups;
 mod guard;
 pub mod health;
 pub mod pace;
+mod progress;
 mod resolve;
 pub mod retry;
 mod syncs;

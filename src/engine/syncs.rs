@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::progress::SyncProgress;
 use super::{Engine, Phase, Step, Tally};
 use crate::config::GroupSyncStrategy;
 use crate::event::{Attributes, Event};
@@ -66,7 +67,9 @@ impl Engine {
         self.guard_removals(event, "accounts", doomed.len(), managed.len())?;
 
         let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
+        let mut progress = SyncProgress::new("accounts", contexts.len() + doomed.len());
         for ctx in &contexts {
+            progress.advance(1);
             if self.is_unmanaged(&ctx.match_value) {
                 continue;
             }
@@ -80,6 +83,7 @@ impl Engine {
             collect(result, &ctx.subject, &mut failures)?;
         }
         for account in doomed {
+            progress.advance(1);
             let ctx = SubjectContext {
                 subject: account.match_value.clone(),
                 match_value: account.match_value.clone(),
@@ -202,7 +206,9 @@ impl Engine {
         let mut missing = Vec::new();
         let mut to_add: Vec<(ApiId, SubjectContext)> = Vec::new();
         let mut added = 0usize;
+        let mut progress = SyncProgress::new("members", wanted.len());
         for (i, ctx) in wanted.iter().enumerate() {
+            progress.advance(1);
             if !present_matches.contains(&ctx.match_value) {
                 let resolved = match (&listing, self.accounts.peek(&ctx.match_value)) {
                     (_, Some(id)) => Ok(Some(id)),

@@ -419,6 +419,13 @@ impl Journal {
         // Flush and close requests: a handful at a time is plenty.
         let (control_tx, control_rx) = mpsc::channel(16);
         let counters = Arc::new(Counters::default());
+        // The first retention pass runs before anything is written, so that a
+        // long-stopped worker starts within its limits and never races it.
+        match db.prune(now_ms(), settings.max_age, settings.max_rows).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "journal retention failed; it runs again later"),
+        }
+        counters.retention_passes.fetch_add(1, Ordering::Relaxed);
         let writer = Writer::new(db.clone(), &settings, rows_rx, control_rx, counters.clone());
         let writer = tokio::spawn(writer.run());
         let retention_stop = CancellationToken::new();

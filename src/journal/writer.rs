@@ -280,6 +280,8 @@ pub(super) async fn retention(
 ) {
     let mut tick = tokio::time::interval(settings.retention_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // `Journal::open` ran the first pass; the interval's first tick is now.
+    tick.tick().await;
     let mut warned_at: Option<Instant> = None;
     loop {
         tokio::select! {

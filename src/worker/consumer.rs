@@ -40,6 +40,7 @@ use crate::engine::health::TargetHealth;
 use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::{ApplyError, OutcomeStatus, Provisioner};
 use crate::event::{self, Event};
+use crate::journal::{self, Journal};
 use crate::metrics::Metrics;
 use crate::target::TargetError;
 
@@ -62,6 +63,8 @@ pub(super) struct ConsumerContext {
     pub metrics: Arc<Metrics>,
     /// Counts this provisioner's calls in the metrics as they end.
     pub calls: Arc<dyn CallObserver>,
+    /// Where outcomes are kept, when a journal is configured.
+    pub journal: Option<Journal>,
 }
 
 /// Bodies whose dead letter the broker refused once (for instance by closing
@@ -864,8 +867,57 @@ fn report(ctx: &ConsumerContext, record: OutcomeRecord) {
         record.verdict.as_str(),
     );
     ctx.status.settled(record.verdict);
+    if let Some(j) = &ctx.journal {
+        j.record(journal_entry(&record));
+    }
     // No receiver is fine: observers are optional.
     let _ = ctx.outcomes.send(record);
+}
+
+/// An outcome as the journal keeps it.
+fn journal_entry(r: &OutcomeRecord) -> journal::Entry {
+    let at_ms =
+        r.at.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+    journal::Entry {
+        at_ms,
+        provisioner: r.provisioner.clone(),
+        event_id: r.event_id.clone(),
+        action: r.action.clone(),
+        group: r.group.clone(),
+        subject: r.subject.clone(),
+        result: match r.verdict {
+            Verdict::Applied => journal::EventResult::Applied,
+            Verdict::Ignored => journal::EventResult::Ignored,
+            Verdict::DeadLettered => journal::EventResult::DeadLettered,
+            Verdict::Returned => journal::EventResult::Returned,
+        },
+        detail: r.detail.clone(),
+        attempts: r.attempts,
+        api_calls: r.api_calls,
+        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        redelivered: r.redelivered,
+        worker: worker_name().to_string(),
+        calls: r
+            .calls
+            .calls
+            .iter()
+            .map(|c| journal::TargetCall {
+                operation: c.operation.to_string(),
+                method: c.method.clone(),
+                path_template: c.path_template.to_string(),
+                status: c.status,
+                duration_ms: u64::try_from(c.duration.as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect(),
+    }
+}
+
+/// `host:pid`, looked up once.
+fn worker_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(journal::worker_name)
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::assembly;
 use crate::config::{Config, ProvisionerConfig};
 use crate::engine::health::{HealthPolicy, TargetHealth};
 use crate::engine::Provisioner;
-use crate::metrics::Metrics;
+use crate::journal::Journal;
+use crate::metrics::{Metrics, Sample, SampleKind, SampleSource};
 
 mod consumer;
 pub mod order;
@@ -80,6 +81,7 @@ pub struct Worker {
     provisioners: Vec<(ProvisionerConfig, Arc<ProvisionerStatus>)>,
     outcomes: broadcast::Sender<OutcomeRecord>,
     metrics: Arc<Metrics>,
+    journal: Option<Journal>,
 }
 
 impl Worker {
@@ -124,7 +126,16 @@ impl Worker {
             provisioners,
             outcomes,
             metrics,
+            journal: None,
         })
+    }
+
+    /// Keeps every outcome in `journal` from now on (its dropped rows count
+    /// in the metrics).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.metrics
+            .add_source(Arc::new(JournalSamples(journal.clone())));
+        self.journal = Some(journal);
     }
 
     /// Every outcome from now on.
@@ -179,6 +190,7 @@ impl Worker {
                     status: status.clone(),
                     metrics: self.metrics.clone(),
                     calls: self.metrics.calls_of(&config.name),
+                    journal: self.journal.clone(),
                 };
                 let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
                 let stop = shutdown.clone();
@@ -190,6 +202,21 @@ impl Worker {
                 tracing::error!(error = %e, "a consumer task ended abnormally");
             }
         }
+    }
+}
+
+/// The journal's dropped rows, as the metrics read them.
+struct JournalSamples(Journal);
+
+impl SampleSource for JournalSamples {
+    fn samples(&self) -> Vec<Sample> {
+        vec![Sample {
+            name: "journal_rows_dropped",
+            help: "Outcomes the journal could not keep (its queue full, or its store failing); events are never held up for it",
+            kind: SampleKind::Counter,
+            labels: Vec::new(),
+            value: self.0.dropped() as f64,
+        }]
     }
 }
 
@@ -259,10 +286,4 @@ async fn probe_while_down(
             }
         }
     }
-}
-
-/// Builds and runs the worker until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    Worker::new(config)?.run(shutdown).await;
-    Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin;
 mod amqps;
 mod cli;
 mod dead_letters;

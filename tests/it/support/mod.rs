@@ -11,13 +11,17 @@
 //! - [`intercept`]: request log, scripted faults and hangs, authentication
 //!   rules, route failures, waiting;
 //! - [`recorded`]: `RecordedRequest`, one request as received;
-//! - [`call`]: an HTTP client for the doubles' own tests.
+//! - [`call`]: an HTTP client for the doubles' own tests;
+//! - [`pki`]: a throwaway CA with server and client certificates;
+//! - [`pg`]: a PostgreSQL schema of one test's own.
 
 pub mod call;
 pub mod double;
 pub mod intercept;
 pub mod mock_rest;
 pub mod mock_scim;
+pub mod pg;
+pub mod pki;
 pub mod recorded;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,61 @@
+//! The OpenAPI 3 document of the admin API, generated from the handlers'
+//! annotations (utoipa), served at `/v1/openapi.json`.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::broker::QueueDepth;
+use super::routes::{self, *};
+use super::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "provisioner admin API",
+        description = "State, control, outcome journal and dead letters of a provisioner worker. Reads need the `read` role, changes the `operate` role; /healthz and /readyz need none."
+    ),
+    paths(
+        routes::healthz,
+        routes::readyz,
+        routes::metrics,
+        routes::list_provisioners,
+        routes::get_provisioner,
+        routes::pause,
+        routes::resume,
+        routes::clear_cache,
+        routes::events,
+        routes::dead_letters,
+        routes::requeue,
+        routes::config,
+        routes::openapi,
+    ),
+    components(schemas(
+        ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
+        PauseView, Cleared, EventsPage, EventView, CallView, DeadLettersView, RequeueRequest,
+        Requeued
+    )),
+    modifiers(&Credentials),
+    security(("bearer" = []), ("basic" = []))
+)]
+struct ApiDoc;
+
+struct Credentials;
+
+impl Modify for Credentials {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
