@@ -74,7 +74,7 @@ impl ApplyError {
 }
 
 /// A provisioner as the consumer sees it: something that applies events.
-/// Built by [`crate::assembly::provisioner`] from a provisioner's configuration.
+/// Built from a provisioner's configuration by `assembly::provisioner`.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
     fn name(&self) -> &str;

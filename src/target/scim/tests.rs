@@ -613,6 +613,13 @@ async fn delete_deprovisions_and_a_missing_account_is_done() {
     assert_eq!(e.class, FailureClass::Transient);
 }
 
+/// A user listing whose first page says 50,000 users: asking for a few
+/// members one by one is then cheaper than reading on.
+async fn mount_huge_directory(server: &MockServer) {
+    let first_page = json!({"totalResults": 50000, "Resources": [user("u9", "z")]});
+    mount(server, "GET", "/Users", scim(200, first_page)).await;
+}
+
 #[tokio::test]
 async fn members_asked_for_one_by_one_read_the_match_attribute() {
     let server = MockServer::start().await;
@@ -620,16 +627,7 @@ async fn members_asked_for_one_by_one_read_the_match_attribute() {
     mount(&server, "GET", "/Groups/g1", scim(200, members)).await;
     mount(&server, "GET", "/Users/u1", scim(200, user("u1", "JDoe"))).await;
     mount(&server, "GET", "/Users/u2", scim(404, scim_error(404, ""))).await;
-    mount(
-        &server,
-        "GET",
-        "/Users",
-        scim(
-            200,
-            json!({"totalResults": 50000, "Resources": [user("u9", "z")]}),
-        ),
-    )
-    .await;
+    mount_huge_directory(&server).await;
     let t = target(&server).await;
 
     // u2 is gone (404): no subject's account, so it is left out.
@@ -1100,16 +1098,7 @@ async fn list_members_trusts_display_only_when_configured() {
     ]});
     mount(&server, "GET", "/Groups/g1", scim(200, members)).await;
     mount(&server, "GET", "/Users/u2", scim(200, user("u2", "ASmith"))).await;
-    mount(
-        &server,
-        "GET",
-        "/Users",
-        scim(
-            200,
-            json!({"totalResults": 50000, "Resources": [user("u9", "z")]}),
-        ),
-    )
-    .await;
+    mount_huge_directory(&server).await;
     let t = target_with(&server, "[scim]\nmember_match = \"display\"").await;
 
     let found = t.list_members("g1").await.unwrap();
