@@ -11,14 +11,14 @@
 //! - [`bounded`]: clipping of outside values for headers and log lines.
 //! - [`engine`]: the reconciliation engine shared by every target: routing,
 //!   strategies, caches, rate limits. Knows nothing of HTTP or AMQP.
-//! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`),
-//!   and the registry that builds a target from `kind`.
+//! - [`target`]: the [`target::TargetApi`] trait, one folder per kind (`rest`,
+//!   `scim`), and the registry that builds a target from `kind`.
 //! - [`metrics`]: Prometheus counters, histograms and scrape-time samples.
 //! - [`http`]: HTTP client, authentication, timeouts, failover.
 //! - [`journal`]: the outcome journal: a row per settled event, in SQLite or PostgreSQL.
-//! - [`template`]: minijinja templates for URLs, bodies and headers.
-//! - [`amqp`]: the broker side: connection, topology, consumer, dead letters, publishing.
-//! - [`worker`]: `run(config, shutdown)`: one consumer task per provisioner.
+//! - [`template`]: minijinja templates for URLs, bodies and headers, compiled once.
+//! - [`amqp`]: the broker side: connection, topology, dead letters, publishing.
+//! - [`worker`]: `run(config, shutdown)`: one consumer task per consumed queue.
 //! - [`demo`]: what `provisioner demo` serves: the example provisioner's
 //!   Zoom-style REST API, in memory, on a loopback port.
 //! - [`commands`]: the CLI commands behind `main.rs`.

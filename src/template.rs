@@ -1,10 +1,13 @@
-//! Templates (minijinja syntax) used by the declarative `rest` kind, by
-//! `on_behalf_of` and by `[auth] login_body`. URL templates percent-encode
-//! every interpolated value for its position; body templates are rendered
-//! leaf by leaf into JSON values.
+//! Templates (minijinja syntax): the `rest` kind's URLs, bodies and match
+//! value, the `scim` kind's userName, match value and attributes,
+//! `on_behalf_of` and `[auth] login_body`. URL templates percent-encode every
+//! interpolated value for its position; body templates are rendered leaf by
+//! leaf into JSON values.
 //!
-//! All templates of one provisioner live in one [`Templates`] set, compiled
-//! once when the configuration is validated and rendered per call.
+//! Every template is compiled once, into a [`Templates`] set, and only
+//! rendered per call: the kinds' templates and `login_body` when the
+//! configuration is validated, `on_behalf_of` when the HTTP client is built
+//! (its configuration is checked with [`check_syntax`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -127,11 +130,9 @@ impl Templates {
         source: &str,
         known: &[&str],
     ) -> Result<TemplateRef, String> {
-        let name = format!("{}:{key}", position.tag());
-        let env = Arc::make_mut(&mut self.env);
-        env.add_template_owned(name.clone(), source.to_string())
-            .map_err(|e| describe(&e))?;
-        let template = env.get_template(&name).map_err(|e| describe(&e))?;
+        let compiled = self.compile(key, position, source)?;
+        let env = &self.env;
+        let template = env.get_template(&compiled.0).map_err(|e| describe(&e))?;
         let globals: BTreeSet<&str> = env.globals().map(|(k, _)| k).collect();
         let mut unknown: Vec<String> = template
             .undeclared_variables(false)
@@ -181,6 +182,24 @@ impl Templates {
                 return Err(describe(&e));
             }
         }
+        Ok(compiled)
+    }
+
+    /// Compiles `source` under `key`, checking its syntax only: an unknown
+    /// variable renders empty, as a missing attribute does. For the templates
+    /// that have always been accepted that way (the SCIM kind's,
+    /// `on_behalf_of`): checking their variables now would refuse files that
+    /// work.
+    pub fn compile(
+        &mut self,
+        key: &str,
+        position: Position,
+        source: &str,
+    ) -> Result<TemplateRef, String> {
+        let name = format!("{}:{key}", position.tag());
+        Arc::make_mut(&mut self.env)
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(|e| describe(&e))?;
         Ok(TemplateRef(name))
     }
 
@@ -427,13 +446,6 @@ pub fn check_syntax(source: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Renders a one-off template with the given context (no escaping).
-pub fn render_str(source: &str, ctx: &minijinja::Value) -> Result<String, String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Chainable);
-    env.render_str(source, ctx).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +517,7 @@ mod tests {
     #[test]
     fn long_values_are_encoded_whole() {
         let value = "é/".repeat(5000);
-        let rendered = url("/u/{{ v }}", &value).unwrap_or_else(|e| panic!("{e}"));
+        let rendered = url("/u/{{ v }}", &value).unwrap();
         assert_eq!(rendered.len(), "/u/".len() + 5000 * "%C3%A9%2F".len());
         assert!(!rendered[3..].contains('/'));
     }
@@ -531,7 +543,7 @@ mod tests {
                 "[{{ attributes.givenName[0] }}|{{ attributes.mail[0] | lower }}]",
                 &["attributes"],
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let c: Value = [(
             "attributes",
             Value::from_serialize(std::collections::BTreeMap::<String, Vec<String>>::new()),
@@ -545,9 +557,7 @@ mod tests {
     #[test]
     fn text_values_are_not_escaped() {
         let mut t = Templates::new();
-        let r = t
-            .add("k", Position::Text, "{{ v }}", &["v"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = t.add("k", Position::Text, "{{ v }}", &["v"]).unwrap();
         assert_eq!(
             t.render(&r, &ctx(&[("v", "<a href=\"x\">&</a>")]))
                 .as_deref(),
@@ -560,26 +570,33 @@ mod tests {
         let mut t = Templates::new();
         let e = t
             .add("k", Position::Text, "{{ apid }}", &["api_id"])
-            .err()
-            .unwrap_or_default();
+            .unwrap_err();
         assert!(e.contains("`apid`") && e.contains("api_id"), "{e}");
         assert!(t
             .add("k2", Position::Text, "{{ range(3) | join }}", &[])
             .is_ok());
-        let e = t
-            .add("k3", Position::Text, "{{ x ", &["x"])
-            .err()
-            .unwrap_or_default();
+        let e = t.add("k3", Position::Text, "{{ x ", &["x"]).unwrap_err();
         assert!(e.contains("syntax"), "{e}");
         assert!(t.add_url("k4", "users/{{ x }}", &["x"]).is_err());
     }
 
     #[test]
+    fn compile_checks_the_syntax_only() {
+        let mut t = Templates::new();
+        let r = t
+            .compile("k", Position::Text, "{{ actor }}|{{ usr_name }}")
+            .unwrap();
+        assert_eq!(
+            t.render(&r, &ctx(&[("actor", "alice")])).as_deref(),
+            Ok("alice|")
+        );
+        assert!(t.compile("k2", Position::Text, "{{ x ").is_err());
+    }
+
+    #[test]
     fn match_is_usable_as_a_variable_name() {
         let mut t = Templates::new();
-        let u = t
-            .add_url("k", "/users/{{ match }}", &["match"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let u = t.add_url("k", "/users/{{ match }}", &["match"]).unwrap();
         assert_eq!(
             t.render_url(&u, &ctx(&[("match", "a@b")])).as_deref(),
             Ok("/users/a%40b")

@@ -1,5 +1,5 @@
-//! The demo's target: an in-memory Zoom-style REST API, the one SPEC §4's
-//! example provisioner file (provisioners/example.toml) describes, as an
+//! The demo's target: an in-memory Zoom-style REST API, the one the example
+//! provisioner file (provisioners/example.toml) describes, as an
 //! axum [`Router`] over the directory of [`super::directory`].
 //! `provisioner demo` serves it on a loopback port
 //! ([`super::server::Server`]) and prints its final state.

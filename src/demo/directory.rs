@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 /// Largest accepted `page_size` (larger values are clamped, as Zoom does).
 pub(crate) const MAX_PAGE_SIZE: usize = 300;
 /// `page_size` when the request names none: the maximum, so that a client
-/// that does not page (the SPEC §4 `groups.members` operation) sees everything.
+/// that does not page (a `[rest.groups.members]` without `paging`) sees
+/// everything.
 pub(crate) const DEFAULT_PAGE_SIZE: usize = MAX_PAGE_SIZE;
 
 /// Zoom-style error codes used in error bodies.

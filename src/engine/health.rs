@@ -313,16 +313,14 @@ mod tests {
             "not due before the first interval"
         );
         tokio::time::advance(Duration::from_secs(10)).await;
-        let probe = h.begin_probe().unwrap_or_else(|| panic!("probe due"));
+        let probe = h.begin_probe().expect("probe due");
         assert!(h.begin_probe().is_none(), "one probe at a time");
         probe.failed("timeout");
         assert!(!h.is_up());
         tokio::time::advance(Duration::from_secs(19)).await;
         assert!(h.begin_probe().is_none(), "interval doubled to 20 s");
         tokio::time::advance(Duration::from_secs(1)).await;
-        h.begin_probe()
-            .unwrap_or_else(|| panic!("probe due"))
-            .answered();
+        h.begin_probe().expect("probe due").answered();
         assert!(h.is_up());
         assert_eq!(h.state(), TargetState::Up);
     }
@@ -333,7 +331,7 @@ mod tests {
         h.mark_down("test");
         tokio::time::advance(Duration::from_secs(10)).await;
         // A probe task aborted mid-call: its guard is dropped with the task.
-        let guard = h.begin_probe().unwrap_or_else(|| panic!("due"));
+        let guard = h.begin_probe().expect("due");
         let task = tokio::spawn(async move {
             let _guard = guard;
             std::future::pending::<()>().await;
@@ -343,9 +341,7 @@ mod tests {
         let _ = task.await;
         tokio::time::advance(Duration::from_secs(20)).await;
         // A probe task that panics.
-        let guard = h
-            .begin_probe()
-            .unwrap_or_else(|| panic!("slot released after abort"));
+        let guard = h.begin_probe().expect("slot released after abort");
         let task = tokio::spawn(async move {
             let _guard = guard;
             panic!("probe bug");
@@ -353,7 +349,7 @@ mod tests {
         assert!(task.await.is_err());
         tokio::time::advance(Duration::from_secs(40)).await;
         h.begin_probe()
-            .unwrap_or_else(|| panic!("slot released after a panic"))
+            .expect("slot released after a panic")
             .answered();
         assert!(h.is_up());
     }
@@ -375,13 +371,13 @@ mod tests {
         let h = Arc::new(TargetHealth::new(policy()));
         h.mark_down("first");
         tokio::time::advance(Duration::from_secs(10)).await;
-        h.begin_probe().unwrap_or_else(|| panic!("due")).answered();
+        h.begin_probe().expect("due").answered();
         // It answers probes but fails events: the next outage waits longer.
         h.mark_down("again");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(h.begin_probe().is_none(), "interval not reset by a probe");
         tokio::time::advance(Duration::from_secs(10)).await;
-        h.begin_probe().unwrap_or_else(|| panic!("due")).answered();
+        h.begin_probe().expect("due").answered();
         // An event is served: the next outage is probed soon again.
         h.served();
         h.mark_down("third");

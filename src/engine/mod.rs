@@ -75,7 +75,7 @@ impl ApplyError {
 }
 
 /// A provisioner as the consumer sees it: something that applies events.
-/// Built by [`build`] from a provisioner's configuration.
+/// Built from a provisioner's configuration by `assembly::provisioner`.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
     fn name(&self) -> &str;
@@ -218,8 +218,9 @@ impl Engine {
                 self.subjects.put(subject, &m);
                 m
             }
-            // Target-group events may come without attributes (SPEC §2): the
-            // subject's match value is then the one last seen with them.
+            // An event may come without attributes (target-group events and
+            // deletes often do, docs/events.md): the subject's match value is
+            // then the one last seen with them.
             Err(e) if attributes.is_empty() => self.subjects.get(subject).ok_or_else(|| {
                 TargetError::permanent(format!(
                     "{e}; the event has no attributes and no earlier event of `{subject}` was seen, so its match value is unknown: send the attributes with the event"

@@ -65,8 +65,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_by_the_period_even_when_concurrent() {
-        let pacer =
-            Arc::new(Pacer::new(Duration::from_millis(250)).unwrap_or_else(|| panic!("period")));
+        let pacer = Arc::new(Pacer::new(Duration::from_millis(250)).expect("period"));
         let start = tokio::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..4 {
@@ -78,7 +77,7 @@ mod tests {
         }
         let mut times = Vec::new();
         for t in tasks {
-            times.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+            times.push(t.await.unwrap());
         }
         times.sort();
         assert_eq!(times[0], Duration::ZERO);

@@ -18,8 +18,6 @@
 //! - with `batching(n)`, member changes go out as `add_members`/`remove_members`
 //!   calls naming every API ID of the batch (`"remove_members g-staff u-a u-b"`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -456,17 +454,6 @@ impl TargetApi for MemoryTarget {
         Ok(lock(&self.state).id_of(&ctx.match_value))
     }
 
-    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>> {
-        self.record(format!("get {api_id}"))?;
-        Ok(lock(&self.state)
-            .accounts
-            .get(api_id)
-            .map(|a| RemoteAccount {
-                api_id: api_id.to_string(),
-                match_value: a.match_value.clone(),
-            }))
-    }
-
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
         self.record(format!("create {}", ctx.match_value))?;
         let mut s = lock(&self.state);
@@ -819,7 +806,7 @@ fn assert_spaced(timed: &[(String, Instant)], min: Duration) {
 }
 
 #[tokio::test]
-async fn the_harness_records_calls_and_the_spec_example_configuration_validates() {
+async fn the_harness_records_calls_and_the_example_configuration_validates() {
     let c = cfg("");
     assert_eq!(c.provision_group.as_deref(), Some(PG));
     let t = MemoryTarget::new().with_accounts(["alice"]).arc();

@@ -1,5 +1,5 @@
-//! The event wire format (SPEC §2): parsing and validation of what producers
-//! publish. Parsing never panics; anything invalid is an [`InvalidEvent`] with a
+//! The event wire format (docs/events.md): parsing and validation of what
+//! producers publish. Parsing never panics; anything invalid is an [`InvalidEvent`] with a
 //! reason fit for the dead-letter headers.
 
 use std::collections::BTreeMap;

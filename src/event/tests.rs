@@ -163,9 +163,8 @@ fn deep_nesting_and_huge_values_are_errors_not_crashes() {
 fn a_body_over_the_limit_is_invalid_without_being_read() {
     let body = br#"{"action":"add","group":"g","subject":"s"}"#;
     assert!(crate::event::parse_at_most(body, None, body.len()).is_ok());
-    let e = crate::event::parse_at_most(body, Some("m-1"), body.len() - 1)
-        .err()
-        .unwrap_or_else(|| panic!("over the limit"));
+    let e =
+        crate::event::parse_at_most(body, Some("m-1"), body.len() - 1).expect_err("over the limit");
     assert!(e.reason.contains("max_event_bytes"), "{}", e.reason);
     assert_eq!(
         e.id, "m-1",

@@ -2,7 +2,8 @@
 //! validated [`AuthConfig`] (`[auth]`, read and checked in config/auth.rs) to
 //! requests. Token schemes (`oauth2`, `login`) cache their token and refresh
 //! it once, by one caller, however many requests are waiting; a 401/419 from
-//! the target drops the cached token ([`Authenticator::invalidate`]).
+//! the target drops the cached token it answered
+//! ([`Authenticator::invalidate_generation`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,8 @@ use crate::config::auth::{AuthConfig, LoginFormat};
 use crate::config::secret::Secret;
 use crate::target::TargetError;
 
-/// The `qsh` claim (SPEC §6, after seeds/002): hex SHA-256 of
+/// The `qsh` claim, the request hash of Heketi- and Atlassian-style JWTs
+/// (docs/auth.md): hex SHA-256 of
 /// `METHOD\nPATH`, then `\nQUERY` when there is a query, then `\nBODY` when
 /// there is a body.
 pub fn query_string_hash(
@@ -65,7 +67,9 @@ pub struct Authenticator {
     token: tokio::sync::Mutex<Option<CachedToken>>,
     /// For token and login requests.
     client: reqwest::Client,
-    /// When tokens are fresh; an input so that tests control it.
+    /// When tokens are fresh; a field rather than a call to `Instant::now` so
+    /// that tests can move it (tokio's paused clock would also move the
+    /// timers of the HTTP requests the tests make).
     clock: Clock,
     /// Tokens fetched so far (numbers the generations).
     fetches: std::sync::atomic::AtomicU64,
@@ -74,11 +78,16 @@ pub struct Authenticator {
 }
 
 /// A source of "now" for token expiry.
-pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 fn header_value(s: &str) -> Result<HeaderValue, TargetError> {
     HeaderValue::from_str(s)
         .map_err(|_| TargetError::permanent("auth: the credential is not a valid header value"))
+}
+
+/// `Authorization: Bearer <token>`, as `bearer`, `oauth2` and `jwt` send it.
+fn bearer(token: &str) -> Result<(HeaderName, HeaderValue), TargetError> {
+    Ok((AUTHORIZATION, header_value(&format!("Bearer {token}"))?))
 }
 
 /// Tokens are refreshed this long before the target would reject them.
@@ -94,21 +103,6 @@ impl Authenticator {
             fetches: std::sync::atomic::AtomicU64::new(0),
             max_response_bytes,
         }
-    }
-
-    /// Replaces the clock used for token expiry (tests).
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        self.config.scheme()
-    }
-
-    /// Drops a cached token (after a 401/419), so the next request fetches a new one.
-    pub async fn invalidate(&self) {
-        *self.token.lock().await = None;
     }
 
     /// Drops the cached token only if it is still the one of `generation`
@@ -128,16 +122,8 @@ impl Authenticator {
         )
     }
 
-    /// The headers that authenticate this request.
-    pub async fn headers(
-        &self,
-        req: &RequestParts<'_>,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, TargetError> {
-        self.headers_for(req).await.map(|(h, _)| h)
-    }
-
-    /// The headers, and the generation of the token they carry (0 for
-    /// schemes without a cached token).
+    /// The headers that authenticate this request, and the generation of the
+    /// token they carry (0 for schemes without a cached token).
     pub async fn headers_for(
         &self,
         req: &RequestParts<'_>,
@@ -147,13 +133,7 @@ impl Authenticator {
         // the generation of a token that was never sent.
         match &self.config {
             AuthConfig::None => Ok((Vec::new(), 0)),
-            AuthConfig::Bearer { token } => Ok((
-                vec![(
-                    AUTHORIZATION,
-                    header_value(&format!("Bearer {}", token.expose()))?,
-                )],
-                0,
-            )),
+            AuthConfig::Bearer { token } => Ok((vec![bearer(token.expose())?], 0)),
             AuthConfig::Header { header, value } => {
                 let name = HeaderName::from_bytes(header.as_bytes())
                     .map_err(|_| TargetError::permanent("auth: invalid header name"))?;
@@ -170,13 +150,7 @@ impl Authenticator {
             }
             AuthConfig::OAuth2 { .. } => {
                 let (token, generation) = self.cached_token().await?;
-                Ok((
-                    vec![(
-                        AUTHORIZATION,
-                        header_value(&format!("Bearer {}", token.expose()))?,
-                    )],
-                    generation,
-                ))
+                Ok((vec![bearer(token.expose())?], generation))
             }
             AuthConfig::Login {
                 token_header,
@@ -202,10 +176,7 @@ impl Authenticator {
                 claims,
             } => {
                 let token = sign_jwt(issuer, key, *ttl, *qsh, claims, req)?;
-                Ok((
-                    vec![(AUTHORIZATION, header_value(&format!("Bearer {token}"))?)],
-                    0,
-                ))
+                Ok((vec![bearer(&token)?], 0))
             }
         }
     }
@@ -227,7 +198,7 @@ impl Authenticator {
                 )),
                 super::BodyError::Transport(e) => TargetError::transient(format!(
                     "auth: reading the {what} answer: {}",
-                    without_url(&e)
+                    super::describe(&e)
                 )),
             })
     }
@@ -271,7 +242,7 @@ impl Authenticator {
                     .map_err(|e| {
                         TargetError::transient(format!(
                             "auth: token request failed: {}",
-                            without_url(&e)
+                            super::describe(&e)
                         ))
                     })?;
                 let status = resp.status().as_u16();
@@ -344,7 +315,7 @@ impl Authenticator {
                     }
                 };
                 let resp = req.send().await.map_err(|e| {
-                    TargetError::transient(format!("auth: login failed: {}", without_url(&e)))
+                    TargetError::transient(format!("auth: login failed: {}", super::describe(&e)))
                 })?;
                 let status = resp.status().as_u16();
                 if !(200..300).contains(&status) {
@@ -420,15 +391,6 @@ fn sign_jwt(
         &jsonwebtoken::EncodingKey::from_secret(key.expose().as_bytes()),
     )
     .map_err(|e| TargetError::permanent(format!("auth: cannot sign the JWT: {e}")))
-}
-
-/// reqwest errors name the URL; token URLs may carry credentials in their query.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "<token endpoint>");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use reqwest::Method;
 
 use crate::config::{OnBehalfOf, TlsConfig};
 use crate::target::error::TargetError;
+use crate::template::{Position, TemplateRef, Templates};
 
 pub mod auth;
 
@@ -124,6 +125,29 @@ pub enum HttpSetupError {
     Endpoint(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("`on_behalf_of.value`: bad template: {0}")]
+    OnBehalfOf(String),
+}
+
+/// `on_behalf_of`, its value compiled.
+struct CallerHeader {
+    header: String,
+    templates: Templates,
+    value: TemplateRef,
+}
+
+impl CallerHeader {
+    fn new(config: &OnBehalfOf) -> Result<Self, HttpSetupError> {
+        let mut templates = Templates::new();
+        let value = templates
+            .compile("on_behalf_of.value", Position::Text, &config.value)
+            .map_err(HttpSetupError::OnBehalfOf)?;
+        Ok(CallerHeader {
+            header: config.header.clone(),
+            templates,
+            value,
+        })
+    }
 }
 
 struct Inner {
@@ -133,7 +157,7 @@ struct Inner {
     /// Index of the node that answered last; tried first.
     healthy: AtomicUsize,
     auth: auth::Authenticator,
-    on_behalf_of: Option<OnBehalfOf>,
+    on_behalf_of: Option<CallerHeader>,
     max_response_bytes: usize,
 }
 
@@ -238,6 +262,11 @@ impl HttpClient {
         let client = builder
             .build()
             .map_err(|e| HttpSetupError::Client(e.to_string()))?;
+        let on_behalf_of = config
+            .on_behalf_of
+            .as_ref()
+            .map(CallerHeader::new)
+            .transpose()?;
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 auth: auth::Authenticator::new(
@@ -248,7 +277,7 @@ impl HttpClient {
                 client,
                 prefixes,
                 healthy: AtomicUsize::new(0),
-                on_behalf_of: config.on_behalf_of.clone(),
+                on_behalf_of,
                 max_response_bytes: config.max_response_bytes,
             }),
         })
@@ -378,11 +407,12 @@ impl HttpClient {
             builder = builder.header(name, value);
         }
         if let (Some(obo), Some(actor)) = (&self.inner.on_behalf_of, &req.actor) {
-            let value =
-                crate::template::render_str(&obo.value, &minijinja::context! { actor => actor })
-                    .map_err(|e| {
-                        Answered(TargetError::permanent(format!("on_behalf_of.value: {e}")))
-                    })?;
+            let value = obo
+                .templates
+                .render(&obo.value, &minijinja::context! { actor => actor })
+                .map_err(|e| {
+                    Answered(TargetError::permanent(format!("on_behalf_of.value: {e}")))
+                })?;
             // An actor that makes no valid header value (a line break) is the
             // event's fault: retrying cannot help.
             let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
@@ -476,7 +506,10 @@ enum SendFailure {
 }
 use SendFailure::{Answered, Unreachable};
 
-/// A reqwest error without its URL (which may carry a query with secrets).
+/// A reqwest error without its URL, whose query may carry a secret (an API
+/// key, a token URL's credentials): what failed and the innermost cause. Every
+/// reqwest error that reaches a message goes through here, the token and
+/// login requests' included.
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

@@ -2,8 +2,6 @@
 //! scheme, TLS and mTLS, failover over `url_prefix` nodes, `endpoint`,
 //! on-behalf-of, limits, and that no secret ever shows (issue #6).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,7 +156,8 @@ async fn ok_server() -> MockServer {
 }
 
 /// Answers `tok-1`, `tok-2`, ... in turn: as an OAuth2 token answer, as a plain
-/// text body (Ligato, seeds/004) or as a Salt-style `{"return": [{"token"}]}`.
+/// text body (as a Ligato-style REST plugin answers its login) or as a
+/// Salt-style `{"return": [{"token"}]}`.
 #[derive(Clone, Copy)]
 enum TokenStyle {
     OAuth2,
@@ -502,7 +501,8 @@ async fn oauth2_a_second_401_is_returned_not_retried_again() {
     assert_eq!(resp.status, 401);
     assert_eq!(received_on(&server, "/oauth/token").await.len(), 2);
     assert_eq!(received_on(&server, "/v2/users").await.len(), 2);
-    // What the adapter makes of it: transient (SPEC §5, "401 after a re-login").
+    // What the adapter makes of it: transient (docs/operations.md: a 401 that
+    // persists after re-authenticating once).
     let e = clean(resp.error("accounts.test"));
     assert_eq!(e.class, FailureClass::Transient);
 }
@@ -528,7 +528,8 @@ async fn login_server(style: TokenStyle) -> MockServer {
 
 #[tokio::test]
 async fn login_default_json_body_and_plain_text_token() {
-    // seeds/004 (Ligato): POST {"username", "password"}, the token comes back as plain text.
+    // A Ligato-style REST plugin's login: POST {"username", "password"}, the
+    // token comes back as plain text.
     let server = login_server(TokenStyle::Plain).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200))
@@ -561,7 +562,8 @@ async fn login_default_json_body_and_plain_text_token() {
 
 #[tokio::test]
 async fn login_salt_style_form_body_token_pointer_and_x_auth_token() {
-    // seeds/001 (Salt): eauth in the login body, the token in X-Auth-Token, no prefix.
+    // Salt's rest_cherrypy `/login`: eauth in the login body, the token in
+    // X-Auth-Token, no prefix.
     let server = login_server(TokenStyle::Salt).await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200))
@@ -770,7 +772,7 @@ async fn jwt_qsh_for_a_get_with_a_query() {
     let reqs = received(&server).await;
     assert_eq!(reqs[0].url.path(), "/v1/volumes");
     assert_eq!(reqs[0].url.query(), Some("status=1"));
-    // seeds/002: sha256("GET\n/v1/volumes\nstatus=1"), hex.
+    // The Heketi/Atlassian-style request hash: sha256("GET\n/v1/volumes\nstatus=1"), hex.
     assert_eq!(
         jwt_claims(&reqs[0])["qsh"],
         "1d26241428b8793fab6edbebfa11e65bd3a3455d4aa59438cdee79fba0a000c8"
@@ -1617,7 +1619,7 @@ async fn an_actor_cannot_inject_headers() {
     let mut evil = get("/users");
     evil.actor = Some("alice\r\nX-Admin: true".into());
     let e = send_err(&c, evil).await;
-    // The event is at fault: retrying it cannot help (SPEC §5).
+    // The event is at fault: retrying it cannot help (docs/operations.md).
     assert_eq!(e.class, FailureClass::Permanent, "{e:?}");
     assert!(received(&server).await.is_empty());
 }

@@ -52,10 +52,6 @@ impl TargetApi for DryRunTarget {
         self.inner.lookup_account(ctx).await
     }
 
-    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>> {
-        self.inner.get_account(api_id).await
-    }
-
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
         self.log
             .push(format!("create account `{}`", ctx.match_value));

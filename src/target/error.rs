@@ -45,7 +45,8 @@ impl TargetError {
         }
     }
 
-    /// The one place where an HTTP status becomes a failure class (SPEC §5):
+    /// The one place where an HTTP status becomes a failure class
+    /// (docs/operations.md, "Retries, outages and the circuit breaker"):
     /// 5xx, 429, 408 and 401/419 (after the auth layer re-authenticated once)
     /// are transient; every other status an operation did not accept is permanent.
     pub fn from_status(

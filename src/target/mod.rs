@@ -36,7 +36,7 @@ pub struct RemoteGroup {
 }
 
 /// What the adapter knows of the local subject an operation is about; the
-/// values the templates see (SPEC §4).
+/// values the templates see (docs/configuration.md, docs/scim.md).
 #[derive(Debug, Clone, Default)]
 pub struct SubjectContext {
     pub subject: String,
@@ -75,9 +75,6 @@ pub trait TargetApi: Send + Sync {
 
     /// Match value -> API ID, `None` when the target has no such account.
     async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>>;
-
-    /// One account's match value by API ID, `None` when absent.
-    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>>;
 
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created>;
 

@@ -1,4 +1,4 @@
-//! The delivery guarantees of SPEC §5 (issue #5), each shown against the real
+//! The delivery guarantees of docs/operations.md (issue #5), each shown against the real
 //! broker: nothing lost across kill -9, connection drops, a broker app
 //! restart and SIGTERM; per-subject order kept (within one process, and
 //! across processes with partitions); transient failures retried with

@@ -1,4 +1,4 @@
-//! Each provisioner option of SPEC §3 has its documented effect, shown by the
+//! Each provisioner option of docs/configuration.md has its documented effect, shown by the
 //! exact requests the target receives.
 
 use std::time::Duration;

@@ -21,7 +21,7 @@ const USERS: &str = "app:scim:users";
 const STAFF: &str = "app:scim:staff";
 const TOKEN: &str = "scim-test-token";
 
-/// The provisioner file: SPEC §4 defaults, bearer auth, `breakglass`
+/// The provisioner file: the `[scim]` defaults (docs/scim.md), bearer auth, `breakglass`
 /// unmanaged, top-level keys (and a `[scim]` table) from `overrides`.
 fn provisioner_text(url: &str, queue: &str, overrides: &str) -> String {
     let base = format!(
@@ -715,7 +715,7 @@ async fn scim_hostile_user_names_are_provisioned_exactly_and_touch_nothing_else(
     }
     for n in hostile {
         let u = user(&h, n);
-        // SPEC §2: subjects are lowercased on arrival, so the userName (the
+        // Subjects are lowercased on arrival (docs/events.md), so the userName (the
         // subject, by default) is exactly the lowercased subject.
         assert_eq!(u.user_name, n.to_lowercase(), "exactly that name");
         assert_eq!(u.given_name.as_deref(), Some("Hostile"));

@@ -9,7 +9,7 @@ async fn query_first_looks_up_then_creates_a_new_account() {
     let e = engine(&cfg(""), &t);
     let calls = applied(&e, &t, &one("add", PG, "JDoe")).await;
     assert_eq!(calls, ["lookup jdoe", "create jdoe"]);
-    let (id, account) = t.account("jdoe").unwrap_or_else(|| panic!("not created"));
+    let (id, account) = t.account("jdoe").expect("not created");
     assert_eq!(id, "u-jdoe");
     assert_eq!(
         account.attributes.get("givenName"),
@@ -24,7 +24,7 @@ async fn query_first_looks_up_then_updates_an_existing_account() {
     let calls = applied(&e, &t, &one("update", PG, "jdoe")).await;
     assert_eq!(calls, ["lookup jdoe", "update u-jdoe"]);
     assert_eq!(t.account_list(), ["jdoe"], "no duplicate");
-    let (_, account) = t.account("jdoe").unwrap_or_else(|| panic!("gone"));
+    let (_, account) = t.account("jdoe").expect("gone");
     assert_eq!(
         account.attributes.get("mail"),
         Some(&vec!["jdoe@example.edu".to_string()])
@@ -89,7 +89,7 @@ async fn create_first_falls_back_to_lookup_and_update_when_the_account_exists() 
         ["create jdoe", "lookup jdoe", "update u-jdoe"]
     );
     assert_eq!(t.account_list(), ["jdoe"], "no duplicate");
-    let (_, account) = t.account("jdoe").unwrap_or_else(|| panic!("gone"));
+    let (_, account) = t.account("jdoe").expect("gone");
     assert!(
         !account.attributes.is_empty(),
         "updated with the event's attributes"

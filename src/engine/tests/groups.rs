@@ -107,7 +107,7 @@ async fn an_account_not_there_yet_is_looked_up_again_after_the_retry_delay() {
             "add_member g-staff u-carol"
         ]
     );
-    let outcome = result.unwrap_or_else(|e| panic!("{e}"));
+    let outcome = result.unwrap();
     assert_eq!(outcome.api_calls, 4);
     assert_eq!(timed[1].1 - start, Duration::ZERO);
     assert_eq!(

@@ -51,7 +51,7 @@ async fn account_sync_never_updates_nor_deprovisions_unmanaged_accounts() {
         ]
     );
     assert_eq!(t.account_list(), ["admin", "alice", "bob", "breakglass"]);
-    let (_, admin) = t.account("admin").unwrap_or_else(|| panic!("admin gone"));
+    let (_, admin) = t.account("admin").expect("admin gone");
     assert!(admin.attributes.is_empty(), "admin was updated: {admin:?}");
 }
 
@@ -141,7 +141,7 @@ async fn a_large_account_sync_ends_with_exactly_the_listed_and_the_unmanaged_acc
     want.extend(set(["admin", "svc-backup"]));
     assert_eq!(t.account_set(), want);
     assert_eq!(t.account_list().len(), want.len(), "no duplicates");
-    let (_, admin) = t.account("admin").unwrap_or_else(|| panic!("admin gone"));
+    let (_, admin) = t.account("admin").expect("admin gone");
     assert!(admin.attributes.is_empty());
 }
 

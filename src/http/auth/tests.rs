@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wiremock::matchers::{method, path};
@@ -10,7 +8,8 @@ use crate::config::auth::from_toml as validate;
 
 #[test]
 fn qsh_follows_the_gluster_examples() {
-    // seeds/002: "GET\n/v1/volumes\nstatus=1" and "POST\n/v1/volumes/gv1/start\n{"force": true}"
+    // The examples of docs/auth.md: "GET\n/v1/volumes\nstatus=1" and
+    // "POST\n/v1/volumes/gv1/start\n{"force": true}"
     let get = query_string_hash("GET", "/v1/volumes", Some("status=1"), None);
     assert_eq!(
         get,
@@ -61,6 +60,14 @@ fn qsh_puts_the_query_before_the_body() {
 }
 
 // ------------------------------------------------------------ token caching
+
+impl Authenticator {
+    /// Replaces the clock that decides when a token is stale.
+    fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
 
 /// A clock the test moves by hand.
 #[derive(Clone)]
@@ -153,7 +160,7 @@ fn parts<'a>(m: &'a Method, url: &'a url::Url) -> RequestParts<'a> {
 
 async fn authorization(auth: &Authenticator) -> String {
     let url = url::Url::parse("https://api.example.com/v2/users").unwrap();
-    let headers = auth.headers(&parts(&Method::GET, &url)).await.unwrap();
+    let (headers, _) = auth.headers_for(&parts(&Method::GET, &url)).await.unwrap();
     assert_eq!(headers.len(), 1, "{headers:?}");
     assert_eq!(headers[0].0, AUTHORIZATION);
     headers[0].1.to_str().unwrap().to_string()
@@ -317,7 +324,7 @@ async fn concurrent_requests_share_one_token_fetch() {
 }
 
 #[tokio::test]
-async fn invalidate_drops_the_cached_token() {
+async fn invalidating_a_generation_drops_only_that_token() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(Tokens::json(Some(3600)))
@@ -326,9 +333,13 @@ async fn invalidate_drops_the_cached_token() {
     let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP);
     assert!(auth.can_refresh());
     assert_eq!(authorization(&auth).await, "Bearer tok-1");
-    auth.invalidate().await;
+    auth.invalidate_generation(1).await;
     assert_eq!(authorization(&auth).await, "Bearer tok-2");
     assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    // A late 401 to a request that carried tok-1 leaves tok-2 alone.
+    auth.invalidate_generation(1).await;
+    assert_eq!(authorization(&auth).await, "Bearer tok-2");
+    assert_eq!(token_requests(&server).await.len(), 2);
 }
 
 #[tokio::test]
@@ -378,7 +389,7 @@ async fn static_schemes_cannot_refresh() {
         },
     ] {
         let auth = Authenticator::new(&config, reqwest::Client::new(), CAP);
-        assert!(!auth.can_refresh(), "{}", auth.scheme());
+        assert!(!auth.can_refresh(), "{}", config.scheme());
     }
 }
 
@@ -405,7 +416,10 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
     let url = url::Url::parse("https://api.example.com/x").unwrap();
 
     let auth = Authenticator::new(&oauth2(&server, None), reqwest::Client::new(), CAP);
-    let e = auth.headers(&parts(&Method::GET, &url)).await.unwrap_err();
+    let e = auth
+        .headers_for(&parts(&Method::GET, &url))
+        .await
+        .unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert_eq!(e.status, Some(503));
     assert!(!e.message.contains(CLIENT_SECRET), "{}", e.message);
@@ -415,7 +429,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
         *token_url = format!("{}/bad/token", server.uri());
     }
     let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
-        .headers(&parts(&Method::GET, &url))
+        .headers_for(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
     assert!(!e.is_transient(), "{e:?}");
@@ -425,7 +439,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
         *token_url = format!("{}/odd/token", server.uri());
     }
     let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
-        .headers(&parts(&Method::GET, &url))
+        .headers_for(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
     assert!(!e.is_transient(), "{e:?}");
@@ -442,7 +456,7 @@ async fn token_endpoint_failures_are_classified_and_hide_the_secret() {
         *token_url = format!("http://{closed}/token?key={CLIENT_SECRET}");
     }
     let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
-        .headers(&parts(&Method::GET, &url))
+        .headers_for(&parts(&Method::GET, &url))
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e:?}");
@@ -479,7 +493,7 @@ async fn refused_login_is_permanent_and_hides_the_password() {
         ));
         assert!(errors.is_empty(), "{errors:?}");
         let e = Authenticator::new(&config, reqwest::Client::new(), CAP)
-            .headers(&parts(&Method::GET, &url))
+            .headers_for(&parts(&Method::GET, &url))
             .await
             .unwrap_err();
         assert!(!e.is_transient(), "{login}: {e:?}");

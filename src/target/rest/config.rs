@@ -1,4 +1,5 @@
-//! `[rest]`: the API description of `kind = "rest"` (SPEC §4). The file form
+//! `[rest]`: the API description of `kind = "rest"` (docs/configuration.md).
+//! The file form
 //! ([`RestFile`]) is validated into [`RestConfig`], with every template
 //! compiled once into one [`Templates`] set.
 
@@ -35,8 +36,6 @@ pub struct AccountsFile {
     /// Match value -> API ID: a single account (`id`), or a search answering a
     /// list (`items`, `id`, optionally `match` to pick the right item).
     pub lookup: Option<OperationFile>,
-    /// API ID -> the account (`match`, optionally `id`).
-    pub get: Option<OperationFile>,
     /// Every remote account (`items`, `id`, `match`, optionally `paging`).
     pub list: Option<OperationFile>,
     /// Creates an account (optionally `id` of the new account, `exists`).
@@ -214,7 +213,6 @@ pub struct RestConfig {
 #[derive(Debug, Clone, Default)]
 pub struct AccountOps {
     pub lookup: Option<Operation>,
-    pub get: Option<Operation>,
     pub list: Option<Operation>,
     pub create: Option<Operation>,
     pub update: Option<Operation>,
@@ -338,14 +336,6 @@ const LOOKUP: Shape = Shape {
     absent: true,
     ..WRITE
 };
-const GET: Shape = Shape {
-    name: "accounts.get",
-    vars: &["api_id"],
-    id: Need::Optional,
-    match_pointer: Need::Required,
-    absent: true,
-    ..WRITE
-};
 const ACCOUNTS_LIST: Shape = Shape {
     name: "accounts.list",
     ..READ_LIST
@@ -426,7 +416,6 @@ pub fn validate(file: RestFile, p: &mut Problems<'_>) -> Option<RestConfig> {
     };
     let accounts = AccountOps {
         lookup: op(LOOKUP, file.accounts.lookup),
-        get: op(GET, file.accounts.get),
         list: op(ACCOUNTS_LIST, file.accounts.list),
         create: op(CREATE, file.accounts.create),
         update: op(UPDATE, file.accounts.update),

@@ -7,7 +7,8 @@ use crate::event::Attributes;
 use crate::target::{RemoteAccount, RemoteGroup};
 use crate::template::encode_component;
 
-/// The values templates see (SPEC §4). A value left `None` is undefined in
+/// The values templates see (docs/configuration.md, `[rest]`). A value left
+/// `None` is undefined in
 /// the template, so it renders empty (and is refused in a URL path).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Vars<'a> {

@@ -1,5 +1,5 @@
 //! `kind = "rest"`: a JSON REST API described entirely in the provisioner
-//! file (SPEC §4). Each call renders its operation's templates, sends it, and
+//! file (`[rest]`, docs/configuration.md). Each call renders its operation's templates, sends it, and
 //! reads the status against the operation's `ok`, `absent` and `exists`
 //! lists; any other status becomes [`HttpResponse::error`], which alone
 //! decides between transient and permanent.
@@ -185,6 +185,21 @@ impl RestTarget {
         )))
     }
 
+    /// The accounts of a list operation (`accounts.list`, `groups.members`).
+    async fn list_accounts_of(
+        &self,
+        op: &Operation,
+        vars: &Vars<'_>,
+    ) -> TargetResult<Vec<RemoteAccount>> {
+        let items = self.list_items(op, vars).await?;
+        Ok(mapping::accounts(
+            op.name,
+            &items,
+            op.id.as_deref().unwrap_or_default(),
+            op.match_pointer.as_deref().unwrap_or_default(),
+        ))
+    }
+
     fn subject_vars<'a>(ctx: &'a SubjectContext) -> Vars<'a> {
         Vars {
             subject: Some(&ctx.subject),
@@ -192,6 +207,20 @@ impl RestTarget {
             attributes: Some(&ctx.attributes),
             actor: ctx.actor.as_deref(),
             ..Vars::default()
+        }
+    }
+
+    /// What a membership operation sees: the account, the group and the subject.
+    fn member_vars<'a>(
+        group: &'a RemoteGroup,
+        api_id: &'a str,
+        ctx: &'a SubjectContext,
+    ) -> Vars<'a> {
+        Vars {
+            api_id: Some(api_id),
+            group: Some(&group.name),
+            group_id: Some(&group.api_id),
+            ..Self::subject_vars(ctx)
         }
     }
 }
@@ -212,6 +241,23 @@ fn classify(op: &Operation, resp: HttpResponse) -> TargetResult<Answer> {
 // this is a configuration/adapter mismatch rather than a target answer.
 fn unexpected(op: &Operation) -> TargetError {
     TargetError::permanent(format!("{}: status list not applicable here", op.name))
+}
+
+/// The answer of a removal (`accounts.deprovision`, `groups.remove_member`).
+fn removal(op: &Operation, answer: Answer) -> TargetResult<Removal> {
+    match answer {
+        Answer::Ok(_) => Ok(Removal::Removed),
+        Answer::Absent => Ok(Removal::Absent),
+        Answer::Exists => Err(unexpected(op)),
+    }
+}
+
+/// The API ID in a create's answer, when the operation says where (`id`).
+fn created_id(op: &Operation, resp: &HttpResponse) -> TargetResult<Option<ApiId>> {
+    match op.id.as_deref() {
+        Some(p) => Ok(mapping::pointer_text(&resp.json(op.name)?, p)),
+        None => Ok(None),
+    }
 }
 
 fn missing(op: &Operation, what: &str, pointer: &str) -> TargetError {
@@ -287,44 +333,11 @@ impl TargetApi for RestTarget {
         }
     }
 
-    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>> {
-        let op = self.op(&self.config.accounts.get, "accounts.get")?;
-        let vars = Vars {
-            api_id: Some(api_id),
-            ..Vars::default()
-        };
-        let resp = match self.call(op, &vars).await? {
-            Answer::Ok(r) => r,
-            Answer::Absent => return Ok(None),
-            Answer::Exists => return Err(unexpected(op)),
-        };
-        let json = resp.json(op.name)?;
-        let m = op.match_pointer.as_deref().unwrap_or_default();
-        let match_value = mapping::pointer_text(&json, m)
-            .ok_or_else(|| missing(op, "match value", m))?
-            .to_lowercase();
-        let api_id = op
-            .id
-            .as_deref()
-            .and_then(|p| mapping::pointer_text(&json, p))
-            .unwrap_or_else(|| api_id.to_string());
-        Ok(Some(RemoteAccount {
-            api_id,
-            match_value,
-        }))
-    }
-
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
         let op = self.op(&self.config.accounts.create, "accounts.create")?;
         match self.call(op, &Self::subject_vars(ctx)).await? {
-            Answer::Ok(resp) => {
-                // Without an ID in the answer the engine looks the account up.
-                let id = match op.id.as_deref() {
-                    Some(p) => mapping::pointer_text(&resp.json(op.name)?, p),
-                    None => None,
-                };
-                Ok(Created::New(id))
-            }
+            // Without an ID in the answer the engine looks the account up.
+            Answer::Ok(resp) => Ok(Created::New(created_id(op, &resp)?)),
             Answer::Exists => Ok(Created::AlreadyExists),
             Answer::Absent => Err(unexpected(op)),
         }
@@ -352,22 +365,12 @@ impl TargetApi for RestTarget {
             api_id: Some(api_id),
             ..Self::subject_vars(ctx)
         };
-        match self.call(op, &vars).await? {
-            Answer::Ok(_) => Ok(Removal::Removed),
-            Answer::Absent => Ok(Removal::Absent),
-            Answer::Exists => Err(unexpected(op)),
-        }
+        removal(op, self.call(op, &vars).await?)
     }
 
     async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
         let op = self.op(&self.config.accounts.list, "accounts.list")?;
-        let items = self.list_items(op, &Vars::default()).await?;
-        Ok(mapping::accounts(
-            op.name,
-            &items,
-            op.id.as_deref().unwrap_or_default(),
-            op.match_pointer.as_deref().unwrap_or_default(),
-        ))
+        self.list_accounts_of(op, &Vars::default()).await
     }
 
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {
@@ -390,10 +393,7 @@ impl TargetApi for RestTarget {
             ..Vars::default()
         };
         let id = match self.call(op, &vars).await? {
-            Answer::Ok(resp) => match op.id.as_deref() {
-                Some(p) => mapping::pointer_text(&resp.json(op.name)?, p),
-                None => None,
-            },
+            Answer::Ok(resp) => created_id(op, &resp)?,
             Answer::Exists => None,
             Answer::Absent => return Err(unexpected(op)),
         };
@@ -422,13 +422,7 @@ impl TargetApi for RestTarget {
             group_id: Some(group_id),
             ..Vars::default()
         };
-        let items = self.list_items(op, &vars).await?;
-        Ok(mapping::accounts(
-            op.name,
-            &items,
-            op.id.as_deref().unwrap_or_default(),
-            op.match_pointer.as_deref().unwrap_or_default(),
-        ))
+        self.list_accounts_of(op, &vars).await
     }
 
     async fn add_member(
@@ -438,12 +432,7 @@ impl TargetApi for RestTarget {
         ctx: &SubjectContext,
     ) -> TargetResult<()> {
         let op = self.op(&self.config.groups.add_member, "groups.add_member")?;
-        let vars = Vars {
-            api_id: Some(api_id),
-            group: Some(&group.name),
-            group_id: Some(&group.api_id),
-            ..Self::subject_vars(ctx)
-        };
+        let vars = Self::member_vars(group, api_id, ctx);
         match self.call(op, &vars).await? {
             Answer::Ok(_) | Answer::Exists => Ok(()),
             Answer::Absent => Err(unexpected(op)),
@@ -457,17 +446,8 @@ impl TargetApi for RestTarget {
         ctx: &SubjectContext,
     ) -> TargetResult<Removal> {
         let op = self.op(&self.config.groups.remove_member, "groups.remove_member")?;
-        let vars = Vars {
-            api_id: Some(api_id),
-            group: Some(&group.name),
-            group_id: Some(&group.api_id),
-            ..Self::subject_vars(ctx)
-        };
-        match self.call(op, &vars).await? {
-            Answer::Ok(_) => Ok(Removal::Removed),
-            Answer::Absent => Ok(Removal::Absent),
-            Answer::Exists => Err(unexpected(op)),
-        }
+        let vars = Self::member_vars(group, api_id, ctx);
+        removal(op, self.call(op, &vars).await?)
     }
 }
 

@@ -1,13 +1,13 @@
-//! `[scim]`: overrides of the SCIM defaults for `kind = "scim"` (SPEC §4).
-//! Every key is optional; see docs/scim.md.
+//! `[scim]`: overrides of the SCIM defaults for `kind = "scim"`. Every key is
+//! optional; see docs/scim.md.
 
 use std::collections::BTreeMap;
 
-use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{self, AttrPath};
 use crate::config::problems::Problems;
+use crate::template::{Position, TemplateRef, Templates};
 
 /// The `[scim]` table as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,7 +80,8 @@ fn default_member_batch_size() -> usize {
     100
 }
 
-/// The attribute mapping used unless `[scim.attributes]` overrides a key (SPEC §4).
+/// The attribute mapping used unless `[scim.attributes]` overrides a key
+/// (docs/scim.md, "Attribute mapping").
 pub fn default_attributes() -> BTreeMap<String, String> {
     [
         ("emails", "{{ attributes.mail[0] }}"),
@@ -136,61 +137,48 @@ pub struct AttributeMapping {
     /// The key as written, for error messages.
     pub key: String,
     pub path: AttrPath,
-    pub template: String,
+    pub template: TemplateRef,
 }
 
 /// The validated `[scim]` settings.
 #[derive(Debug, Clone)]
 pub struct ScimConfig {
-    pub user_name: String,
-    pub match_template: Option<String>,
+    /// `user_name`, `match` and the attribute templates, compiled.
+    pub templates: Templates,
+    pub user_name: TemplateRef,
+    pub match_template: Option<TemplateRef>,
     /// Only mappings with a non-empty template.
     pub attributes: Vec<AttributeMapping>,
     pub update_method: UpdateMethod,
     pub deprovision: Deprovision,
     pub create_missing_groups: bool,
+    /// Like `member_batch_size`, within 1..=1000: validation refuses any
+    /// other value, so both serve as divisors and chunk sizes as they are.
     pub page_size: usize,
     pub filter_attribute: String,
     pub member_match: MemberMatch,
     pub member_batch_size: usize,
 }
 
-impl Default for ScimConfig {
-    fn default() -> Self {
-        let mut sink = Vec::new();
-        let mut p = Problems::new(std::path::Path::new("<defaults>"), &mut sink);
-        let attributes = mappings(&default_attributes(), &mut p);
-        ScimConfig {
-            user_name: default_user_name(),
-            match_template: None,
-            attributes,
-            update_method: UpdateMethod::default(),
-            deprovision: Deprovision::default(),
-            create_missing_groups: false,
-            page_size: default_page_size(),
-            filter_attribute: default_filter_attribute(),
-            member_match: MemberMatch::default(),
-            member_batch_size: default_member_batch_size(),
+/// Compiles one template. Missing attributes render as nothing (an LDAP
+/// entry without `sn` simply has no family name), so that empty values can be
+/// left out of the resource.
+fn compile(
+    templates: &mut Templates,
+    key: &str,
+    source: &str,
+    p: &mut Problems<'_>,
+) -> Option<TemplateRef> {
+    match templates.compile(key, Position::Text, source) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.add(
+                key,
+                format!("bad template: {e}"),
+                "fix the template syntax (minijinja, e.g. \"{{ attributes.mail[0] }}\")",
+            );
+            None
         }
-    }
-}
-
-/// The template environment of the SCIM kind: missing attributes render as
-/// nothing (an LDAP entry without `sn` simply has no family name), so that
-/// empty values can be left out of the resource.
-pub fn template_env() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Chainable);
-    env
-}
-
-fn check_template(env: &Environment<'_>, key: &str, source: &str, p: &mut Problems<'_>) {
-    if let Err(e) = env.template_from_str(source) {
-        p.add(
-            key,
-            format!("bad template: {e}"),
-            "fix the template syntax (minijinja, e.g. \"{{ attributes.mail[0] }}\")",
-        );
     }
 }
 
@@ -199,18 +187,15 @@ fn attribute_key(path: &str) -> String {
     format!("scim.attributes.\"{path}\"")
 }
 
-fn mappings(table: &BTreeMap<String, String>, p: &mut Problems<'_>) -> Vec<AttributeMapping> {
+/// The parsed paths of the mappings with a non-empty template, by key.
+fn paths(table: &BTreeMap<String, String>, p: &mut Problems<'_>) -> Vec<(String, AttrPath)> {
     let mut out = Vec::new();
     for (key, template) in table {
         if template.trim().is_empty() {
             continue;
         }
         match AttrPath::parse(key) {
-            Ok(path) => out.push(AttributeMapping {
-                key: key.clone(),
-                path,
-                template: template.clone(),
-            }),
+            Ok(path) => out.push((key.clone(), path)),
             Err(e) => p.add(
                 attribute_key(key),
                 e,
@@ -224,8 +209,8 @@ fn mappings(table: &BTreeMap<String, String>, p: &mut Problems<'_>) -> Vec<Attri
 /// Validates `[scim]`, reporting every problem with its dotted key.
 pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
     let start = p.count();
-    let env = template_env();
-    check_template(&env, "scim.user_name", &file.user_name, p);
+    let mut templates = Templates::new();
+    let user_name = compile(&mut templates, "scim.user_name", &file.user_name, p);
     if file.user_name.trim().is_empty() {
         p.add(
             "scim.user_name",
@@ -233,8 +218,8 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
             "leave it out (default \"{{ subject }}\") or give a template",
         );
     }
-    if let Some(m) = &file.match_template {
-        check_template(&env, "scim.match", m, p);
+    let match_template = file.match_template.as_deref().and_then(|m| {
+        let compiled = compile(&mut templates, "scim.match", m, p);
         if m.trim().is_empty() {
             p.add(
                 "scim.match",
@@ -242,15 +227,32 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
                 "leave it out (default: the userName, lowercased) or give a template",
             );
         }
-    }
+        compiled
+    });
 
     let mut table = default_attributes();
     table.extend(file.attributes);
-    for (key, template) in &table {
-        check_template(&env, &attribute_key(key), template, p);
-    }
-    let attributes = mappings(&table, p);
-    check_shapes(&attributes, p);
+    let compiled: BTreeMap<&str, TemplateRef> = table
+        .iter()
+        .filter(|(_, source)| !source.trim().is_empty())
+        .filter_map(|(key, source)| {
+            let template = compile(&mut templates, &attribute_key(key), source, p)?;
+            Some((key.as_str(), template))
+        })
+        .collect();
+    let paths = paths(&table, p);
+    check_shapes(&paths, p);
+    let attributes = paths
+        .into_iter()
+        .filter_map(|(key, path)| {
+            let template = compiled.get(key.as_str())?.clone();
+            Some(AttributeMapping {
+                key,
+                path,
+                template,
+            })
+        })
+        .collect();
 
     for (key, value) in [
         ("scim.page_size", file.page_size),
@@ -272,9 +274,13 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
         );
     }
 
-    (p.count() == start).then_some(ScimConfig {
-        user_name: file.user_name,
-        match_template: file.match_template,
+    if p.count() > start {
+        return None;
+    }
+    Some(ScimConfig {
+        templates,
+        user_name: user_name?,
+        match_template,
         attributes,
         update_method: file.update_method,
         deprovision: file.deprovision,
@@ -289,20 +295,20 @@ pub fn validate(file: ScimFile, p: &mut Problems<'_>) -> Option<ScimConfig> {
 /// Two paths that would put different shapes at one place (`name` and
 /// `name.givenName`, `emails` twice) are caught now, with a sample value, not
 /// at the first event.
-fn check_shapes(attributes: &[AttributeMapping], p: &mut Problems<'_>) {
+fn check_shapes(paths: &[(String, AttrPath)], p: &mut Problems<'_>) {
     let defaults = default_attributes();
     // The defaults' spelling is the reference, so the operator's key is the one named.
-    let mut ordered: Vec<&AttributeMapping> = attributes.iter().collect();
-    ordered.sort_by_key(|m| !defaults.contains_key(&m.key));
+    let mut ordered: Vec<&(String, AttrPath)> = paths.iter().collect();
+    ordered.sort_by_key(|(key, _)| !defaults.contains_key(key));
     let mut spelled: BTreeMap<String, &str> = BTreeMap::new();
-    for m in ordered {
-        let top = match &m.path {
+    for (key, path) in ordered {
+        let top = match path {
             AttrPath::Core { attr, .. } | AttrPath::MultiValued { attr, .. } => attr.as_str(),
             AttrPath::Extension { urn, .. } => urn.as_str(),
         };
         match spelled.get(&top.to_ascii_lowercase()) {
             Some(other) if *other != top => p.add(
-                attribute_key(&m.key),
+                attribute_key(key),
                 format!("`{top}` and `{other}` are the same SCIM attribute spelled differently"),
                 "spell the attribute the same way in every key",
             ),
@@ -312,9 +318,9 @@ fn check_shapes(attributes: &[AttributeMapping], p: &mut Problems<'_>) {
             }
         }
     }
-    let sample: Vec<(&AttrPath, String)> = attributes
+    let sample: Vec<(&AttrPath, String)> = paths
         .iter()
-        .map(|m| (&m.path, "x".to_string()))
+        .map(|(_, path)| (path, "x".to_string()))
         .collect();
     if let Err(e) = mapping::build_user("x", &sample) {
         p.add(

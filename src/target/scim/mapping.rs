@@ -70,13 +70,8 @@ impl AttrPath {
         if path.is_empty() {
             return Err("the attribute path is empty".into());
         }
-        if has_urn_prefix(path) {
-            let (urn, rest) = path
-                .rsplit_once(':')
-                .ok_or_else(|| format!("`{path}` has no attribute after the schema URN"))?;
-            if urn.split(':').count() < 3 {
-                return Err(format!("`{urn}` is not a schema URN"));
-            }
+        if let Some(split) = split_urn(path) {
+            let (urn, rest) = split?;
             if urn.eq_ignore_ascii_case(USER_SCHEMA) {
                 // The core schema's attributes are written without their URN.
                 return AttrPath::parse(rest);
@@ -138,6 +133,23 @@ fn has_urn_prefix(path: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
 }
 
+/// `urn:...:attr(.sub)` split at its last colon into the schema URN and the
+/// rest; `None` when the path has no URN.
+fn split_urn(path: &str) -> Option<Result<(&str, &str), String>> {
+    if !has_urn_prefix(path) {
+        return None;
+    }
+    let Some((urn, rest)) = path.rsplit_once(':') else {
+        return Some(Err(format!(
+            "`{path}` has no attribute after the schema URN"
+        )));
+    };
+    if urn.split(':').count() < 3 {
+        return Some(Err(format!("`{urn}` is not a schema URN")));
+    }
+    Some(Ok((urn, rest)))
+}
+
 fn multi_valued_name(attr: &str) -> Option<&'static str> {
     MULTI_VALUED
         .iter()
@@ -197,16 +209,11 @@ fn parse_type_filter(inside: &str) -> Option<String> {
 
 /// A path usable as `filter_attribute`: `attr`, `attr.sub` or `urn:...:attr(.sub)`.
 pub fn check_filter_attribute(path: &str) -> Result<(), String> {
-    if has_urn_prefix(path) {
-        let (urn, rest) = path
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{path}` has no attribute after the schema URN"))?;
-        if urn.split(':').count() < 3 {
-            return Err(format!("`{urn}` is not a schema URN"));
-        }
-        return split_sub(rest).map(|_| ());
-    }
-    split_sub(path).map(|_| ())
+    let attribute = match split_urn(path) {
+        Some(split) => split?.1,
+        None => path,
+    };
+    split_sub(attribute).map(|_| ())
 }
 
 // ------------------------------------------------------------- resources
@@ -632,9 +639,11 @@ pub struct Paging {
 }
 
 impl Paging {
+    /// `page_size` is `[scim] page_size`, which validation keeps within
+    /// 1..=1000.
     pub fn new(page_size: usize) -> Self {
         Paging {
-            page_size: page_size.max(1),
+            page_size,
             next_start: 1,
             total: None,
             pages: 0,

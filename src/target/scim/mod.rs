@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
-use minijinja::Environment;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -18,6 +17,7 @@ use super::{
 };
 use crate::event::Attributes;
 use crate::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::template::TemplateRef;
 
 pub mod config;
 pub mod mapping;
@@ -32,11 +32,10 @@ const GROUPS: &str = "/Groups";
 pub struct ScimTarget {
     config: ScimConfig,
     http: HttpClient,
-    env: Environment<'static>,
 }
 
-/// What templates see (SPEC §4). Values not known are undefined, which renders
-/// as nothing rather than as `none`.
+/// What templates see (docs/scim.md). Values not known are undefined, which
+/// renders as nothing rather than as `none`.
 fn template_context(
     subject: &str,
     match_value: Option<&str>,
@@ -62,6 +61,23 @@ fn permanent(operation: &str, problem: impl std::fmt::Display) -> TargetError {
 /// is not JSON simply carries neither.
 fn answer_json(resp: &HttpResponse, operation: &str) -> Value {
     resp.json(operation).unwrap_or(Value::Null)
+}
+
+/// The answer to a POST that creates a resource (a user, a group): created,
+/// with its `id` when the answer names it, or already there
+/// ([`mapping::is_uniqueness`]).
+fn created(resp: &HttpResponse, operation: &str) -> TargetResult<Created> {
+    let status = resp.status;
+    if matches!(status, 200 | 201) {
+        let id = mapping::resource_id(&answer_json(resp, operation));
+        Ok(Created::New(id))
+    } else if is_client_error(status)
+        && mapping::is_uniqueness(status, &answer_json(resp, operation))
+    {
+        Ok(Created::AlreadyExists)
+    } else {
+        Err(resp.error(operation))
+    }
 }
 
 fn is_client_error(status: u16) -> bool {
@@ -90,11 +106,7 @@ fn group_path(api_id: &str) -> TargetResult<String> {
 
 impl ScimTarget {
     pub fn new(config: ScimConfig, http: HttpClient) -> Self {
-        ScimTarget {
-            config,
-            http,
-            env: config::template_env(),
-        }
+        ScimTarget { config, http }
     }
 
     async fn send(
@@ -119,9 +131,32 @@ impl ScimTarget {
             .await
     }
 
-    fn render(&self, key: &str, source: &str, ctx: &minijinja::Value) -> TargetResult<String> {
-        self.env
-            .render_str(source, ctx)
+    /// One list response (RFC 7644 §3.4.2): a page of a listing or the
+    /// answer of a filter.
+    async fn get_list(
+        &self,
+        operation: &str,
+        path_and_query: String,
+        actor: Option<&str>,
+    ) -> TargetResult<mapping::ListPage> {
+        let resp = self
+            .send(operation, Method::GET, path_and_query, None, actor)
+            .await?;
+        if resp.status != 200 {
+            return Err(resp.error(operation));
+        }
+        mapping::parse_list(&resp.json(operation)?).map_err(|e| permanent(operation, e))
+    }
+
+    fn render(
+        &self,
+        key: &str,
+        template: &TemplateRef,
+        ctx: &minijinja::Value,
+    ) -> TargetResult<String> {
+        self.config
+            .templates
+            .render(template, ctx)
             .map(|s| s.trim().to_string())
             .map_err(|e| TargetError::permanent(format!("scim: template `{key}` failed: {e}")))
     }
@@ -188,20 +223,13 @@ impl ScimTarget {
         if let Some(a) = attributes {
             pairs.push(("attributes", a));
         }
-        let resp = self
-            .send(
+        let page = self
+            .get_list(
                 operation,
-                Method::GET,
                 format!("{collection}{}", mapping::query(&pairs)),
-                None,
                 None,
             )
             .await?;
-        if resp.status != 200 {
-            return Err(resp.error(operation));
-        }
-        let page =
-            mapping::parse_list(&resp.json(operation)?).map_err(|e| permanent(operation, e))?;
         paging
             .accept(page)
             .map(Some)
@@ -229,22 +257,8 @@ impl ScimTarget {
     async fn find_group(&self, name: &str) -> TargetResult<Option<ApiId>> {
         const OP: &str = "scim.groups.lookup";
         let filter = mapping::eq_filter("displayName", name);
-        let resp = self
-            .send(
-                OP,
-                Method::GET,
-                format!(
-                    "{GROUPS}{}",
-                    mapping::query(&[("filter", &filter), ("attributes", "displayName")])
-                ),
-                None,
-                None,
-            )
-            .await?;
-        if resp.status != 200 {
-            return Err(resp.error(OP));
-        }
-        let page = mapping::parse_list(&resp.json(OP)?).map_err(|e| permanent(OP, e))?;
+        let query = mapping::query(&[("filter", &filter), ("attributes", "displayName")]);
+        let page = self.get_list(OP, format!("{GROUPS}{query}"), None).await?;
         Ok(page
             .resources
             .iter()
@@ -355,7 +369,7 @@ impl ScimTarget {
         ids: &[&str],
         actor: Option<&str>,
     ) -> TargetResult<()> {
-        for batch in ids.chunks(self.config.member_batch_size.max(1)) {
+        for batch in ids.chunks(self.config.member_batch_size) {
             if self.patch_members(group, batch, true, actor).await? == Patched::AlreadySo
                 && batch.len() > 1
             {
@@ -378,7 +392,7 @@ impl ScimTarget {
         actor: Option<&str>,
     ) -> TargetResult<Removal> {
         let mut outcome = Removal::Absent;
-        for batch in ids.chunks(self.config.member_batch_size.max(1)) {
+        for batch in ids.chunks(self.config.member_batch_size) {
             let mut patched = self.patch_members(group, batch, false, actor).await?;
             if patched == Patched::AlreadySo && batch.len() > 1 {
                 for id in batch {
@@ -476,19 +490,13 @@ impl TargetApi for ScimTarget {
         }
         let attr = &self.config.filter_attribute;
         let filter = mapping::eq_filter(attr, &ctx.match_value);
-        let resp = self
-            .send(
+        let page = self
+            .get_list(
                 OP,
-                Method::GET,
                 format!("{USERS}{}", mapping::query(&[("filter", &filter)])),
-                None,
                 ctx.actor.as_deref(),
             )
             .await?;
-        if resp.status != 200 {
-            return Err(resp.error(OP));
-        }
-        let page = mapping::parse_list(&resp.json(OP)?).map_err(|e| permanent(OP, e))?;
         // A provider that ignored the filter must not make another account
         // this subject's: what the answer shows has to match.
         let wanted = ctx.match_value.to_lowercase();
@@ -516,23 +524,6 @@ impl TargetApi for ScimTarget {
         }
     }
 
-    async fn get_account(&self, api_id: &str) -> TargetResult<Option<RemoteAccount>> {
-        let Some(user) = self.fetch_user(api_id).await? else {
-            return Ok(None);
-        };
-        let attr = &self.config.filter_attribute;
-        let match_value = mapping::attribute_value(&user, attr).ok_or_else(|| {
-            permanent(
-                "scim.accounts.get",
-                format!("account `{api_id}` has no `{attr}`"),
-            )
-        })?;
-        Ok(Some(RemoteAccount {
-            api_id: mapping::resource_id(&user).unwrap_or_else(|| api_id.to_string()),
-            match_value: match_value.to_lowercase(),
-        }))
-    }
-
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
         const OP: &str = "scim.accounts.create";
         let resource = self.user_resource(ctx)?;
@@ -545,13 +536,7 @@ impl TargetApi for ScimTarget {
                 ctx.actor.as_deref(),
             )
             .await?;
-        match resp.status {
-            200 | 201 => Ok(Created::New(mapping::resource_id(&answer_json(&resp, OP)))),
-            s if is_client_error(s) && mapping::is_uniqueness(s, &answer_json(&resp, OP)) => {
-                Ok(Created::AlreadyExists)
-            }
-            _ => Err(resp.error(OP)),
-        }
+        created(&resp, OP)
     }
 
     async fn update_account(&self, api_id: &str, ctx: &SubjectContext) -> TargetResult<()> {
@@ -651,10 +636,9 @@ impl TargetApi for ScimTarget {
                 None,
             )
             .await?;
-        let created = match resp.status {
-            200 | 201 => mapping::resource_id(&answer_json(&resp, OP)),
-            s if is_client_error(s) && mapping::is_uniqueness(s, &answer_json(&resp, OP)) => None,
-            _ => return Err(resp.error(OP)),
+        let created = match created(&resp, OP)? {
+            Created::New(id) => id,
+            Created::AlreadyExists => None,
         };
         match created {
             Some(id) => Ok(Some(id)),

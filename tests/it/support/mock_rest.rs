@@ -1,6 +1,6 @@
 //! [`MockTarget`]: the tests' REST target. The demo API of `provisioner demo`
-//! ([`provisioner::demo::api::DemoApi`]: the Zoom-style API that SPEC §4's
-//! example provisioner file describes) behind the test-only [`super::intercept::Intercept`]
+//! ([`provisioner::demo::api::DemoApi`]: the Zoom-style API that the example
+//! provisioner file, provisioners/example.toml, describes) behind the test-only [`super::intercept::Intercept`]
 //! layer (request log, scripted faults, authentication rules, route
 //! failures), served on a loopback port.
 //!
