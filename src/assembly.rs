@@ -88,9 +88,20 @@ pub fn journal_settings(config: &JournalConfig) -> JournalSettings {
     }
 }
 
+/// The worker over every provisioner of the configuration, each built here.
+pub fn worker(config: Config) -> Result<Worker, ServiceError> {
+    let mut provisioners = Vec::new();
+    for p in &config.provisioners {
+        provisioners.push((p.clone(), provisioner(p, Writes::Apply)?));
+    }
+    Ok(Worker::with_provisioners(config, provisioners)?)
+}
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error(transparent)]
+    Assembly(#[from] AssemblyError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
     #[error("the journal: {0}")]
@@ -113,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
     let admin_config = config.admin.clone();
     let config = std::sync::Arc::new(config);
-    let mut worker = Worker::new((*config).clone())?;
+    let mut worker = worker((*config).clone())?;
     if let Some(j) = &journal {
         worker.set_journal(j.clone());
     }

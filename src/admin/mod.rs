@@ -21,7 +21,7 @@ use crate::config::admin::{AdminConfig, AdminTls};
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::worker::ProvisionerStatus;
+use crate::worker::status::ProvisionerStatus;
 
 pub mod auth;
 mod broker;
@@ -125,6 +125,7 @@ pub async fn serve(
         state,
     }));
     let router = routes::router(shared.clone())
+        .route("/v1/openapi.json", axum::routing::get(openapi::serve))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             auth::require_role,

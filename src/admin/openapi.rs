@@ -27,7 +27,7 @@ use super::ApiError;
         routes::dead_letters,
         routes::requeue,
         routes::config,
-        routes::openapi,
+        serve,
     ),
     components(schemas(
         ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
@@ -58,4 +58,11 @@ impl Modify for Credentials {
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "config",
+    responses((status = 200, description = "OpenAPI 3", body = Object)))]
+pub(super) async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(document())
 }

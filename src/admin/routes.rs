@@ -17,8 +17,7 @@ use crate::amqp::dead_letters::{list_parked, requeue_parked, ParkedEvent, Requeu
 use crate::amqp::Topology;
 use crate::engine::health::TargetState;
 use crate::journal::{EventResult, Filter, PageRequest, StoredEntry};
-use crate::worker::status::{rfc3339, ConsumerState, MinuteRate};
-use crate::worker::ProvisionerStatus;
+use crate::worker::status::{rfc3339, ConsumerState, MinuteRate, ProvisionerStatus};
 
 pub fn router(_: Shared) -> Router<Shared> {
     Router::new()
@@ -34,7 +33,6 @@ pub fn router(_: Shared) -> Router<Shared> {
         .route("/v1/dead-letters/{name}", get(dead_letters))
         .route("/v1/dead-letters/{name}/requeue", post(requeue))
         .route("/v1/config", get(config))
-        .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
 }
 
@@ -637,11 +635,4 @@ pub(super) async fn requeue(
               (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn config(State(s): State<Shared>) -> Json<serde_json::Value> {
     Json(crate::config::describe::redacted(&s.state.config))
-}
-
-/// This API's OpenAPI 3 document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "config",
-    responses((status = 200, description = "OpenAPI 3", body = Object)))]
-pub(super) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi::document())
 }

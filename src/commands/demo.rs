@@ -13,7 +13,7 @@ use crate::amqp;
 use crate::config::{self, Config, ProvisionerConfig};
 use crate::demo::api::DemoApi;
 use crate::demo::server::Server;
-use crate::worker::{Verdict, Worker};
+use crate::worker::Verdict;
 
 const EXAMPLE: &str = include_str!("../../provisioners/example.toml");
 
@@ -149,7 +149,7 @@ fn print_outcome(n: usize, id: &str, what: &str, verdict: &str, detail: &str, ca
 
 async fn through_broker(cfg: Config, queue: &str, events: &[String]) {
     let amqp_cfg = cfg.amqp.clone();
-    let worker = match Worker::new(cfg) {
+    let worker = match crate::assembly::worker(cfg) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");

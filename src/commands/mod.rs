@@ -129,6 +129,19 @@ pub fn hash_password() -> ExitResult {
     }
 }
 
+/// The lines of a file, or of standard input for `-`.
+fn read_lines(file: &str) -> std::io::Result<Vec<String>> {
+    use std::io::BufRead;
+    if file == "-" {
+        std::io::stdin().lock().lines().collect()
+    } else {
+        Ok(std::fs::read_to_string(file)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+}
+
 /// What a command returns: its exit code, or an I/O error on the terminal
 /// or a named file (the only errors `main` reports itself).
 pub type ExitResult = Result<i32, std::io::Error>;

@@ -1,6 +1,5 @@
 //! `provisioner publish`: JSON lines to a queue, persistent, confirmed.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use lapin::BasicProperties;
@@ -51,14 +50,7 @@ pub async fn publish(config_path: &Path, target: PublishTarget<'_>, file: &str) 
         }
     };
     let queue = topology.queue.clone();
-    let lines: Vec<String> = if file == "-" {
-        std::io::stdin().lock().lines().collect::<Result<_, _>>()?
-    } else {
-        std::fs::read_to_string(file)?
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let lines = super::read_lines(file)?;
     let events: Vec<&str> = lines
         .iter()
         .map(|l| l.trim())

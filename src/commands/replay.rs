@@ -2,7 +2,6 @@
 //! from a JSON-lines file without a broker. With `--dry-run`, reads go to the
 //! target but writes are only printed.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use super::progress::Progress;
@@ -22,14 +21,7 @@ pub async fn replay(config_path: &Path, name: &str, dry_run: bool, file: &str) -
         eprintln!("error: no provisioner `{name}` in the configuration");
         return Ok(EXIT_CONFIG);
     };
-    let lines: Vec<String> = if file == "-" {
-        std::io::stdin().lock().lines().collect::<Result<_, _>>()?
-    } else {
-        std::fs::read_to_string(file)?
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let lines = super::read_lines(file)?;
     let log = WriteLog::default();
     let writes = if dry_run {
         Writes::Record(log.clone())

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::auth::{AuthConfig, LoginFormat};
 use crate::config::secret::Secret;
-use crate::target::TargetError;
+use crate::target::error::TargetError;
 
 /// The `qsh` claim, the request hash of Heketi- and Atlassian-style JWTs
 /// (docs/auth.md): hex SHA-256 of

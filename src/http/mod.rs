@@ -84,33 +84,7 @@ impl HttpResponse {
     }
 }
 
-/// A URL as it may be shown in output, logs and errors: the password of its
-/// userinfo (`https://user:password@host/`) becomes `***`, the rest stays as
-/// written. It reads the text rather than a parsed URL so that a URL that does
-/// not parse, and is reported for that, is redacted all the same; it ends the
-/// authority and splits the userinfo where the URL parser does for http(s)
-/// (backslash, last `@`), so it masks whatever password reqwest would send.
-pub fn redact_url(url: &str) -> String {
-    let Some(colon) = url.find(':') else {
-        return url.to_string();
-    };
-    let after_scheme = &url[colon + 1..];
-    let authority_start =
-        colon + 1 + (after_scheme.len() - after_scheme.trim_start_matches(['/', '\\']).len());
-    let rest = &url[authority_start..];
-    let authority = &rest[..rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len())];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let Some(password_start) = authority[..at].find(':') else {
-        return url.to_string();
-    };
-    format!(
-        "{}***{}",
-        &url[..authority_start + password_start + 1],
-        &url[authority_start + at..]
-    )
-}
+pub use crate::redact::redact_url;
 
 /// Why a client could not be built (bad certificate files and the like).
 #[derive(Debug, thiserror::Error)]

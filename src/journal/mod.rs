@@ -89,18 +89,7 @@ impl fmt::Debug for Store {
     }
 }
 
-/// A PostgreSQL URL with its password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
+pub use crate::redact::redact_url;
 
 /// How the journal is stored, kept and written. Build with
 /// [`JournalSettings::new`] and change the fields that differ.
@@ -421,7 +410,10 @@ impl Journal {
         let counters = Arc::new(Counters::default());
         // The first retention pass runs before anything is written, so that a
         // long-stopped worker starts within its limits and never races it.
-        match db.prune(now_ms(), settings.max_age, settings.max_rows).await {
+        match db
+            .prune(now_ms(), settings.max_age, settings.max_rows)
+            .await
+        {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "journal retention failed; it runs again later"),
         }

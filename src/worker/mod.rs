@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::assembly;
 use crate::config::{Config, ProvisionerConfig};
 use crate::engine::health::{HealthPolicy, TargetHealth};
 use crate::engine::Provisioner;
@@ -69,8 +68,6 @@ pub struct OutcomeRecord {
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error(transparent)]
-    Setup(#[from] assembly::AssemblyError),
     #[error("no provisioners configured")]
     NoProvisioners,
 }
@@ -85,17 +82,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Builds every provisioner of the configuration.
-    pub fn new(config: Config) -> Result<Self, WorkerError> {
-        let mut provisioners = Vec::new();
-        for p in &config.provisioners {
-            let built = assembly::provisioner(p, assembly::Writes::Apply)?;
-            provisioners.push((p.clone(), built));
-        }
-        Self::with_provisioners(config, provisioners)
-    }
-
-    /// A worker over provisioners built elsewhere (tests, demo).
+    /// A worker over its configuration's provisioners, each already built
+    /// (by `assembly`, or by tests with their own).
     pub fn with_provisioners(
         config: Config,
         provisioners: Vec<(ProvisionerConfig, Arc<dyn Provisioner>)>,

@@ -12,7 +12,7 @@ use lapin::options::QueueDeleteOptions;
 use lapin::BasicProperties;
 use provisioner::amqp::{AmqpError, CONNECT_TIMEOUT};
 use provisioner::config::{self, AmqpConfig, Secret, TlsConfig};
-use provisioner::worker::{Verdict, Worker};
+use provisioner::worker::Verdict;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -320,7 +320,7 @@ async fn the_worker_talks_amqps_with_a_custom_ca_and_a_client_certificate() {
     };
     cfg.amqp = amqps(proxy.url(None), pki.tls("ca.pem", true));
     cfg.shutdown_grace = Duration::from_secs(10);
-    let worker = Worker::new(cfg).unwrap();
+    let worker = provisioner::assembly::worker(cfg).unwrap();
     let mut outcomes = worker.subscribe();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(worker.run(shutdown.clone()));

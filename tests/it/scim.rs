@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
 use lapin::{BasicProperties, Channel, Connection};
-use provisioner::worker::{OutcomeRecord, Verdict, Worker};
+use provisioner::worker::{OutcomeRecord, Verdict};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ impl ScimHarness {
         };
         cfg.amqp = amqp_config();
         cfg.shutdown_grace = Duration::from_secs(10);
-        let worker = Worker::new(cfg).unwrap();
+        let worker = provisioner::assembly::worker(cfg).unwrap();
         let outcomes = worker.subscribe();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker.run(shutdown.clone()));

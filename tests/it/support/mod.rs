@@ -31,7 +31,7 @@ use std::time::Duration;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use provisioner::config::{self, AmqpConfig, Secret};
-use provisioner::worker::{OutcomeRecord, Worker};
+use provisioner::worker::OutcomeRecord;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -140,7 +140,7 @@ impl Harness {
         };
         cfg.amqp = amqp;
         cfg.shutdown_grace = Duration::from_secs(10);
-        let worker = Worker::new(cfg).unwrap();
+        let worker = provisioner::assembly::worker(cfg).unwrap();
         let outcomes = worker.subscribe();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(worker.run(shutdown.clone()));
