@@ -361,7 +361,19 @@ async fn every_endpoint_answers_with_the_right_role_and_refuses_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_are_found_in_the_journal_survive_a_restart_and_match_the_metrics() {
     let _broker = shared().await;
-    let mut svc = Service::start(TOKENS, "path = \"journal.sqlite\"", "").await;
+    journal_scenario("path = \"journal.sqlite\"").await;
+}
+
+/// The same with the journal in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_found_in_a_postgresql_journal_survive_a_restart_and_match_the_metrics() {
+    let _broker = shared().await;
+    let schema = crate::support::pg::Schema::create().await;
+    journal_scenario(&format!("url = \"{}\"", schema.url())).await;
+}
+
+async fn journal_scenario(journal: &str) {
+    let mut svc = Service::start(TOKENS, journal, "").await;
     let client = reqwest::Client::new();
     let mut batch: Vec<Value> = (0..5)
         .map(|i| {
