@@ -281,3 +281,112 @@ async fn replay_dry_run_shows_the_writes_and_changes_nothing_then_replay_applies
     assert!(mock.user("old@example.edu").is_none());
     assert_eq!(mock.members("Staff"), ["new@example.edu"]);
 }
+
+/// `hash-password` prints an argon2 PHC string that verifies the password
+/// it was given, and nothing else; `check` accepts it in `[[admin.users]]`
+/// and refuses a plain password there.
+#[test]
+fn hash_password_makes_a_hash_the_admin_configuration_accepts() {
+    use std::io::Write;
+    let mut child = provisioner()
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("correct horse"));
+    assert!(provisioner::admin::auth::verify_password(
+        &hash,
+        "correct horse battery"
+    ));
+    assert!(!provisioner::admin::auth::verify_password(
+        &hash,
+        "correct horse"
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), example()).unwrap();
+    for (password_hash, ok) in [(hash.as_str(), true), ("correct horse battery", false)] {
+        std::fs::write(
+            dir.path().join("worker.toml"),
+            format!(
+                "provisioners = [\"p.toml\"]\n[admin]\nlisten = \"0.0.0.0:9610\"\n[[admin.users]]\nname = \"oncall\"\nrole = \"operate\"\npassword_hash = \"{password_hash}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = provisioner()
+            .args([
+                "--config",
+                dir.path().join("worker.toml").to_str().unwrap(),
+                "check",
+            ])
+            .env_remove("AMQP_URL")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), ok, "{text}");
+        if !ok {
+            assert!(text.contains("admin.users[0].password_hash"), "{text}");
+            assert!(
+                !text.contains("correct horse"),
+                "the password is never echoed: {text}"
+            );
+        }
+    }
+}
+
+/// An admin API on a non-loopback address without credentials is refused.
+#[test]
+fn an_open_admin_api_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), example()).unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "provisioners = [\"p.toml\"]\n[admin]\nlisten = \"0.0.0.0:9610\"\n",
+    )
+    .unwrap();
+    let out = provisioner()
+        .args([
+            "--config",
+            dir.path().join("worker.toml").to_str().unwrap(),
+            "check",
+        ])
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("admin.listen") && text.contains("no token or user"),
+        "{text}"
+    );
+}
+
+/// Shell completions name the subcommands.
+#[test]
+fn completions_are_printed_for_bash() {
+    let out = provisioner()
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "check", "publish", "dead-letters", "hash-password"] {
+        assert!(text.contains(sub), "{sub} missing");
+    }
+}
