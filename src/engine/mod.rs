@@ -225,9 +225,15 @@ impl Engine {
         })
     }
 
-    /// Whether an update found needless is left out (`full_sync_updates`).
+    /// Whether updates that would change nothing are left out
+    /// (`full_sync_updates`), so that what the target shows is worth comparing.
+    fn compares(&self) -> bool {
+        self.full_sync_updates == FullSyncUpdates::Changed
+    }
+
+    /// Whether an update the target found needless is left out.
     fn skips(&self, in_step: bool) -> bool {
-        in_step && self.full_sync_updates == FullSyncUpdates::Changed
+        in_step && self.compares()
     }
 
     /// The subject's match value, lowercase and never empty; remembered for

@@ -96,7 +96,7 @@ impl Engine {
             s.attributes.as_ref()?;
             self.sync_context(event, s, m.to_string()).ok()
         };
-        let compare = self.skips(true).then_some(&desired as Desired<'_>);
+        let compare = self.compares().then_some(&desired as Desired<'_>);
         let remote = self
             .list_accounts_in(tally, Phase::Account, compare)
             .await?;
@@ -173,7 +173,7 @@ impl Engine {
             collect(result, &account.match_value, &mut failures)?;
         }
         let mut detail = format!("account sync: {created} created, {updated} updated");
-        if self.skips(true) {
+        if self.compares() {
             detail.push_str(&format!(", {unchanged} already up to date"));
         }
         detail.push_str(&format!(", {removed} deprovisioned"));

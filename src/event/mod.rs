@@ -316,17 +316,15 @@ fn sync_subjects(fields: &Fields<'_>) -> Result<Vec<SyncSubject>, String> {
             ));
         }
     };
-    subjects.sort_unstable();
-    subjects.dedup();
-    let mut attributes: Vec<Option<PackedAttributes>> = vec![None; subjects.len()];
+    subjects.sort_unstable_by(|a, b| a.subject.cmp(&b.subject));
+    subjects.dedup_by(|a, b| a.subject == b.subject);
     match fields.attributes.map(|raw| (raw, scalar(Some(raw)))) {
         None => {}
         Some((_, Ok(Some(Item::Null)))) => {}
         Some((raw, Ok(Some(Item::Object)))) => read_raw(
             raw,
             SyncAttributesSeed {
-                subjects: &subjects,
-                out: &mut attributes,
+                subjects: &mut subjects,
             },
         )??,
         Some((_, Ok(other))) => {
@@ -337,14 +335,7 @@ fn sync_subjects(fields: &Fields<'_>) -> Result<Vec<SyncSubject>, String> {
         }
         Some((_, Err(e))) => return Err(e),
     }
-    Ok(subjects
-        .into_iter()
-        .zip(attributes)
-        .map(|(subject, attributes)| SyncSubject {
-            subject,
-            attributes,
-        })
-        .collect())
+    Ok(subjects)
 }
 
 #[cfg(test)]

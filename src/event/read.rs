@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
 
-use super::{Attributes, PackedAttributes};
+use super::{Attributes, PackedAttributes, SyncSubject};
 
 /// A JSON value read for its type, and for its value when it is a scalar.
 /// The insides of arrays and objects are read as `Item`s too, so serde_json
@@ -167,8 +167,9 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 /// What a field held: its value, or the reason it cannot be used.
 pub(super) type Read<T> = Result<T, String>;
 
-/// `subjects`: each entry trimmed and lowercased, or the first bad entry.
-pub(super) struct SubjectList(pub Read<Vec<String>>);
+/// `subjects`: each entry trimmed and lowercased (its attributes still to
+/// come), or the first bad entry.
+pub(super) struct SubjectList(pub Read<Vec<SyncSubject>>);
 
 impl<'de> Deserialize<'de> for SubjectList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SubjectList, D::Error> {
@@ -192,7 +193,10 @@ impl<'de> Visitor<'de> for SubjectListVisitor {
         while let Some(item) = seq.next_element::<Item>()? {
             if problem.is_none() {
                 match item {
-                    Item::Str(s) if !s.trim().is_empty() => subjects.push(s.trim().to_lowercase()),
+                    Item::Str(s) if !s.trim().is_empty() => subjects.push(SyncSubject {
+                        subject: s.trim().to_lowercase(),
+                        attributes: None,
+                    }),
                     Item::Str(_) => problem = Some(format!("`subjects[{i}]` is empty")),
                     other => {
                         problem = Some(format!(
@@ -372,11 +376,9 @@ impl<'de> Visitor<'de> for ValuesVisitor {
 
 /// The `attributes` of a membership_sync (subject -> attributes), read as
 /// each subject is met. A subject that is one of `subjects` (sorted) gets
-/// its attributes, packed, into `out` at its index; the others are only
-/// checked.
+/// its attributes, packed; the others are only checked.
 pub(super) struct SyncAttributesSeed<'a> {
-    pub subjects: &'a [String],
-    pub out: &'a mut [Option<PackedAttributes>],
+    pub subjects: &'a mut [SyncSubject],
 }
 
 impl<'de> DeserializeSeed<'de> for SyncAttributesSeed<'_> {
@@ -405,13 +407,16 @@ impl<'de> Visitor<'de> for SyncAttributesSeed<'_> {
                 // A later entry for the same subject wins, as a later key does in JSON.
                 Ok(attributes) => {
                     let key = subject.trim().to_lowercase();
-                    let Ok(at) = self.subjects.binary_search(&key) else {
+                    let Ok(at) = self
+                        .subjects
+                        .binary_search_by(|s| s.subject.as_str().cmp(&key))
+                    else {
                         continue;
                     };
                     match PackedAttributes::pack(&attributes) {
                         Ok(packed) => {
-                            if let Some(slot) = self.out.get_mut(at) {
-                                *slot = Some(packed);
+                            if let Some(s) = self.subjects.get_mut(at) {
+                                s.attributes = Some(packed);
                             }
                         }
                         Err(reason) => problem = Some(format!("`{path}`: {reason}")),
