@@ -38,6 +38,7 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
         "member_sync_rate_limit_ms": p.member_sync_rate_limit.as_millis() as u64,
         "provision_strategy": format!("{:?}", p.provision_strategy),
         "group_sync_strategy": format!("{:?}", p.group_sync_strategy),
+        "full_sync_updates": format!("{:?}", p.full_sync_updates),
         "target_group_cache_size": p.target_group_cache_size,
         "target_group_retry_delay_s": p.target_group_retry_delay.as_secs(),
         "max_removal_share": p.max_removal_share,

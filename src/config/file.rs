@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminFile, JournalFile};
 use super::auth::AuthFile;
-use super::runtime::{GroupSyncStrategy, LogFormat, ProvisionStrategy, QueueType};
+use super::runtime::{FullSyncUpdates, GroupSyncStrategy, LogFormat, ProvisionStrategy, QueueType};
 use crate::target::rest::config::RestFile;
 use crate::target::scim::config::ScimFile;
 
@@ -207,6 +207,12 @@ pub struct ProvisionerFile {
     /// How a group's `membership_sync` adds members.
     #[serde(default)]
     pub group_sync_strategy: GroupSyncStrategy,
+    /// Which accounts an account `membership_sync` updates: only those whose
+    /// listing differs from the update, or every listed one. With `changed`,
+    /// a single add or update whose look-up shows the account already so
+    /// sends no update either.
+    #[serde(default)]
+    pub full_sync_updates: FullSyncUpdates,
     /// LRU capacity of remote group name -> API ID.
     #[serde(default = "default_target_group_cache_size")]
     pub target_group_cache_size: usize,

@@ -109,6 +109,20 @@ pub enum GroupSyncStrategy {
     QueryFirst,
 }
 
+/// `full_sync_updates`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FullSyncUpdates {
+    /// Update only accounts that differ: an account whose listing (or
+    /// look-up) shows it as the update would leave it gets no update, as
+    /// Entra ID and Grouper write only changed attributes.
+    #[default]
+    Changed,
+    /// Update every listed subject's account, equal or not (the original's
+    /// behaviour: one update per listed subject).
+    All,
+}
+
 #[derive(Debug, Clone)]
 pub struct OnBehalfOf {
     pub header: String,
@@ -172,6 +186,7 @@ pub struct ProvisionerConfig {
     pub member_sync_rate_limit: Duration,
     pub provision_strategy: ProvisionStrategy,
     pub group_sync_strategy: GroupSyncStrategy,
+    pub full_sync_updates: FullSyncUpdates,
     pub target_group_cache_size: usize,
     pub target_group_retry_delay: Duration,
     pub max_removal_share: f64,

@@ -192,6 +192,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
         member_sync_rate_limit: Duration::from_millis(f.member_sync_rate_limit_ms),
         provision_strategy: f.provision_strategy,
         group_sync_strategy: f.group_sync_strategy,
+        full_sync_updates: f.full_sync_updates,
         target_group_cache_size: f.target_group_cache_size,
         target_group_retry_delay: Duration::from_secs(f.target_group_retry_delay),
         max_removal_share: f.max_removal_share,

@@ -3,6 +3,7 @@
 //! found" is believed.
 
 use super::cache::CachedAccount;
+use super::resolve::Resolved;
 use super::{Engine, Phase, Source, Step, Tally};
 use crate::config::ProvisionStrategy;
 use crate::target::{ApiId, Created, Removal, SubjectContext, TargetError};
@@ -10,11 +11,14 @@ use crate::target::{ApiId, Created, Removal, SubjectContext, TargetError};
 impl Engine {
     pub(super) async fn provision(&self, tally: &mut Tally, ctx: &SubjectContext) -> Step<String> {
         if let ProvisionStrategy::QueryFirst = self.provision_strategy {
-            if let Some(id) = self
-                .resolve_account(tally, Phase::Account, ctx, true)
+            if let Some(found) = self
+                .resolve_account_from(tally, Phase::Account, ctx, true)
                 .await?
             {
-                return self.update_known(tally, ctx, id).await;
+                if self.skips(found.in_step) {
+                    return Ok(up_to_date(&found.id));
+                }
+                return self.update_known(tally, ctx, found.id).await;
             }
         } else if let CachedAccount::Known(id) = self.accounts.get(&ctx.match_value) {
             return self.update_known(tally, ctx, id).await;
@@ -35,8 +39,8 @@ impl Engine {
                 Ok(format!("created {}", id.as_deref().unwrap_or("account")))
             }
             Created::AlreadyExists => {
-                let id = self
-                    .resolve_account(tally, Phase::Account, ctx, false)
+                let found = self
+                    .resolve_account_from(tally, Phase::Account, ctx, false)
                     .await?
                     .ok_or_else(|| {
                         TargetError::transient(format!(
@@ -44,8 +48,11 @@ impl Engine {
                             ctx.match_value
                         ))
                     })?;
-                self.update(tally, ctx, &id).await?;
-                Ok(format!("existed; updated {id}"))
+                if self.skips(found.in_step) {
+                    return Ok(format!("existed; {}", up_to_date(&found.id)));
+                }
+                self.update(tally, ctx, &found.id).await?;
+                Ok(format!("existed; updated {}", found.id))
             }
         }
     }
@@ -88,7 +95,7 @@ impl Engine {
         tally: &mut Tally,
         ctx: &SubjectContext,
     ) -> Step<String> {
-        let Some((id, source)) = self
+        let Some(Resolved { id, source, .. }) = self
             .resolve_account_from(tally, Phase::Account, ctx, true)
             .await?
         else {
@@ -129,4 +136,10 @@ impl Engine {
         self.accounts.remove(&ctx.match_value);
         Ok(removal)
     }
+}
+
+/// The outcome of an update left out because the look-up showed the account
+/// as the event would have it.
+fn up_to_date(id: &str) -> String {
+    format!("{id} already up to date; not updated")
 }

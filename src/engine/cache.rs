@@ -334,6 +334,7 @@ mod tests {
         RemoteAccount {
             api_id: id.into(),
             match_value: m.into(),
+            in_step: false,
         }
     }
 

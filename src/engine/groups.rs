@@ -1,6 +1,7 @@
 //! One membership: adding an account to a mapped target group (waiting
 //! `target_group_retry_delay` for an account not there yet) and removing it.
 
+use super::resolve::Resolved;
 use super::{Engine, Phase, Source, Step, Tally};
 use crate::config::GroupSyncStrategy;
 use crate::target::{RemoteGroup, Removal, SubjectContext, TargetError};
@@ -19,7 +20,7 @@ impl Engine {
             .resolve_account_from(tally, Phase::Member, ctx, true)
             .await?
         {
-            Some(found) => found,
+            Some(found) => (found.id, found.source),
             None => {
                 tokio::time::sleep(self.target_group_retry_delay).await;
                 let id = self
@@ -96,7 +97,11 @@ impl Engine {
         ctx: &SubjectContext,
     ) -> Step<String> {
         let (group, group_source) = self.resolve_group(tally, remote_name).await?;
-        let Some((id, id_source)) = self
+        let Some(Resolved {
+            id,
+            source: id_source,
+            ..
+        }) = self
             .resolve_account_from(tally, Phase::Member, ctx, true)
             .await?
         else {

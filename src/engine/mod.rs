@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
-use crate::event::{Action, Attributes, Event, Subjects};
+use crate::config::{FullSyncUpdates, GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
+use crate::event::{Action, Attributes, Event, Subjects, SyncSubject};
 use crate::target::{SubjectContext, TargetApi, TargetError, TargetResult};
 
 mod accounts;
@@ -134,6 +134,7 @@ pub struct Engine {
     unmanaged: BTreeSet<String>,
     provision_strategy: ProvisionStrategy,
     group_sync_strategy: GroupSyncStrategy,
+    full_sync_updates: FullSyncUpdates,
     target_group_retry_delay: Duration,
     max_removal_share: f64,
     removal_guard_min: usize,
@@ -158,6 +159,7 @@ impl Engine {
             unmanaged: config.unmanaged_logins.iter().cloned().collect(),
             provision_strategy: config.provision_strategy,
             group_sync_strategy: config.group_sync_strategy,
+            full_sync_updates: config.full_sync_updates,
             target_group_retry_delay: config.target_group_retry_delay,
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
@@ -197,9 +199,46 @@ impl Engine {
     fn context(
         &self,
         subject: &str,
-        attributes: &Attributes,
+        attributes: Attributes,
         actor: Option<&str>,
     ) -> Step<SubjectContext> {
+        Ok(SubjectContext {
+            match_value: self.match_value(subject, &attributes)?,
+            subject: subject.to_string(),
+            attributes,
+            actor: actor.map(str::to_string),
+        })
+    }
+
+    /// The context of one subject of a sync whose match value is known.
+    fn sync_context(
+        &self,
+        event: &Event,
+        s: &SyncSubject,
+        match_value: String,
+    ) -> Step<SubjectContext> {
+        Ok(SubjectContext {
+            subject: s.subject.clone(),
+            match_value,
+            attributes: attributes_of(s)?,
+            actor: event.actor.clone(),
+        })
+    }
+
+    /// Whether updates that would change nothing are left out
+    /// (`full_sync_updates`), so that what the target shows is worth comparing.
+    fn compares(&self) -> bool {
+        self.full_sync_updates == FullSyncUpdates::Changed
+    }
+
+    /// Whether an update the target found needless is left out.
+    fn skips(&self, in_step: bool) -> bool {
+        in_step && self.compares()
+    }
+
+    /// The subject's match value, lowercase and never empty; remembered for
+    /// the subject's later events that come without attributes.
+    fn match_value(&self, subject: &str, attributes: &Attributes) -> Step<String> {
         let computed = self
             .target
             .match_value(subject, attributes)
@@ -213,10 +252,10 @@ impl Engine {
                     Ok(m)
                 }
             });
-        let match_value = match computed {
+        match computed {
             Ok(m) => {
                 self.subjects.put(subject, &m);
-                m
+                Ok(m)
             }
             // An event may come without attributes (target-group events and
             // deletes often do, docs/events.md): the subject's match value is
@@ -225,15 +264,9 @@ impl Engine {
                 TargetError::permanent(format!(
                     "{e}; the event has no attributes and no earlier event of `{subject}` was seen, so its match value is unknown: send the attributes with the event"
                 ))
-            })?,
-            Err(e) => return Err(e),
-        };
-        Ok(SubjectContext {
-            subject: subject.to_string(),
-            match_value,
-            attributes: attributes.clone(),
-            actor: actor.map(str::to_string),
-        })
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     fn is_unmanaged(&self, match_value: &str) -> bool {
@@ -256,7 +289,7 @@ impl Engine {
                 subject,
                 attributes,
             } => {
-                let ctx = self.context(subject, attributes, event.actor.as_deref())?;
+                let ctx = self.context(subject, attributes.clone(), event.actor.as_deref())?;
                 if self.is_unmanaged(&ctx.match_value) {
                     return Ok(ignored(format!(
                         "`{}` is an unmanaged login",
@@ -279,16 +312,13 @@ impl Engine {
                     }
                 }
             }
-            Subjects::All {
-                subjects,
-                attributes,
-            } => match remote_group {
+            Subjects::All { subjects } => match remote_group {
                 None => self
-                    .sync_accounts(tally, event, subjects, attributes)
+                    .sync_accounts(tally, event, subjects)
                     .await
                     .map(applied),
                 Some(g) => self
-                    .sync_group(tally, event, g, subjects, attributes)
+                    .sync_group(tally, event, g, subjects)
                     .await
                     .map(applied),
             },
@@ -336,6 +366,15 @@ impl Provisioner for Engine {
             }),
         }
     }
+}
+
+/// A sync subject's attributes, none when the event gave none.
+fn attributes_of(s: &SyncSubject) -> Step<Attributes> {
+    s.attributes
+        .as_ref()
+        .map_or(Ok(Attributes::new()), |packed| {
+            packed.unpack().map_err(TargetError::permanent)
+        })
 }
 
 #[cfg(test)]

@@ -6,7 +6,15 @@ use std::collections::BTreeSet;
 
 use super::cache::CachedAccount;
 use super::{Engine, Phase, Source, Step, Tally};
-use crate::target::{ApiId, RemoteAccount, RemoteGroup, SubjectContext, TargetError};
+use crate::target::{ApiId, Desired, RemoteAccount, RemoteGroup, SubjectContext, TargetError};
+
+/// An account's API ID as resolved.
+pub(super) struct Resolved {
+    pub id: ApiId,
+    pub source: Source,
+    /// The look-up that found it showed it as the context would have it.
+    pub in_step: bool,
+}
 
 impl Engine {
     /// The account's API ID: from the cache, from the trusted-absent window, or
@@ -21,17 +29,18 @@ impl Engine {
         Ok(self
             .resolve_account_from(tally, phase, ctx, trust_absent)
             .await?
-            .map(|(id, _)| id))
+            .map(|r| r.id))
     }
 
-    /// [`resolve_account`](Self::resolve_account), saying where the ID came from.
+    /// [`resolve_account`](Self::resolve_account), saying where the ID came
+    /// from and what the look-up showed.
     pub(super) async fn resolve_account_from(
         &self,
         tally: &mut Tally,
         phase: Phase,
         ctx: &SubjectContext,
         trust_absent: bool,
-    ) -> Step<Option<(ApiId, Source)>> {
+    ) -> Step<Option<Resolved>> {
         let mut source = Source::Cache;
         if trust_absent && self.accounts.wants_prefill() {
             // The validity period needs a complete listing before misses can be trusted.
@@ -39,17 +48,27 @@ impl Engine {
             source = Source::Target;
         }
         match self.accounts.get(&ctx.match_value) {
-            CachedAccount::Known(id) => return Ok(Some((id, source))),
+            CachedAccount::Known(id) => {
+                return Ok(Some(Resolved {
+                    id,
+                    source,
+                    in_step: false,
+                }))
+            }
             CachedAccount::TrustedAbsent if trust_absent => return Ok(None),
             _ => {}
         }
         let found = self
             .call(tally, phase, self.target.lookup_account(ctx))
             .await?;
-        if let Some(id) = &found {
-            self.accounts.put(&ctx.match_value, id);
+        if let Some(f) = &found {
+            self.accounts.put(&ctx.match_value, &f.api_id);
         }
-        Ok(found.map(|id| (id, Source::Target)))
+        Ok(found.map(|f| Resolved {
+            id: f.api_id,
+            source: Source::Target,
+            in_step: f.in_step,
+        }))
     }
 
     /// Forgets the cached ID and asks the target.
@@ -65,17 +84,22 @@ impl Engine {
 
     /// Lists every remote account and prefills the cache with it.
     pub(super) async fn list_accounts(&self, tally: &mut Tally) -> Step<Vec<RemoteAccount>> {
-        self.list_accounts_in(tally, Phase::Account).await
+        self.list_accounts_in(tally, Phase::Account, None).await
     }
 
+    /// Lists every remote account, each compared with `desired` when given,
+    /// and prefills the cache with them.
     pub(super) async fn list_accounts_in(
         &self,
         tally: &mut Tally,
         phase: Phase,
+        desired: Option<Desired<'_>>,
     ) -> Step<Vec<RemoteAccount>> {
         // Before the call: what other events cache while it runs is newer than it.
         let listing = self.accounts.begin_listing();
-        let mut accounts = self.call(tally, phase, self.target.list_accounts()).await?;
+        let mut accounts = self
+            .call(tally, phase, self.target.list_accounts(desired))
+            .await?;
         for a in &mut accounts {
             a.match_value = a.match_value.to_lowercase();
         }

@@ -2,86 +2,154 @@
 //! and of one target group's members. Both decide what to remove before
 //! removing anything, so the mass-deprovision guard can refuse in time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use super::progress::SyncProgress;
 use super::{Engine, Phase, Step, Tally};
 use crate::config::GroupSyncStrategy;
-use crate::event::{Attributes, Event};
-use crate::target::{ApiId, FailureClass, RemoteAccount, Removal, SubjectContext, TargetError};
+use crate::event::{Attributes, Event, SyncSubject};
+use crate::target::{
+    ApiId, Desired, FailureClass, RemoteAccount, Removal, SubjectContext, TargetError,
+};
 
 /// Above this many unknown account IDs, a group sync lists the accounts
 /// once instead of looking each one up.
 const BULK_RESOLVE_THRESHOLD: usize = 20;
 
+/// A sync's subjects with their match values. Only the match values are
+/// computed ahead; a subject's full context (its attributes unpacked) is
+/// built when its turn comes and dropped after, so a sync of 100,000
+/// subjects never holds 100,000 contexts.
+struct Matched<'e> {
+    subjects: &'e [SyncSubject],
+    /// Per subject; `None` for one without a match value (its failure is
+    /// recorded).
+    matches: Vec<Option<String>>,
+    /// How many have none: any of them might own any remote account, so
+    /// removing is then unsafe and skipped.
+    unmatched: usize,
+}
+
+impl Matched<'_> {
+    /// The subjects that have a match value, with it.
+    fn iter(&self) -> impl Iterator<Item = (&SyncSubject, &str)> {
+        self.subjects
+            .iter()
+            .zip(&self.matches)
+            .filter_map(|(s, m)| Some((s, m.as_deref()?)))
+    }
+}
+
 impl Engine {
+    /// Every subject's match value, computed before anything is read or
+    /// changed: what is wanted decides what would be removed, and the guard
+    /// must refuse before anything changes.
+    fn match_all<'e>(
+        &self,
+        subjects: &'e [SyncSubject],
+        failures: &mut Vec<String>,
+    ) -> Step<Matched<'e>> {
+        let mut matches = Vec::with_capacity(subjects.len());
+        let mut unmatched = 0usize;
+        for s in subjects {
+            match super::attributes_of(s).and_then(|a| self.match_value(&s.subject, &a)) {
+                Ok(m) => matches.push(Some(m)),
+                Err(e) => {
+                    unmatched += 1;
+                    matches.push(None);
+                    collect(Err::<(), _>(e), &s.subject, failures)?;
+                }
+            }
+        }
+        Ok(Matched {
+            subjects,
+            matches,
+            unmatched,
+        })
+    }
+
     /// Full account reconciliation: every listed subject provisioned, every
-    /// other managed remote account deprovisioned.
+    /// other managed remote account deprovisioned. With `full_sync_updates =
+    /// "changed"` the listing compares each account with its subject's
+    /// desired state, and an account already so gets no update.
     pub(super) async fn sync_accounts(
         &self,
         tally: &mut Tally,
         event: &Event,
-        subjects: &[String],
-        attributes: &BTreeMap<String, Attributes>,
+        subjects: &[SyncSubject],
     ) -> Step<String> {
-        let remote = self.list_accounts(tally).await?;
-        let remote_by_match: HashMap<&str, &str> = remote
-            .iter()
-            .map(|a| (a.match_value.as_str(), a.api_id.as_str()))
-            .collect();
-        let empty = Attributes::new();
         let mut failures = Vec::new();
-        // Match values first: what is wanted decides what would be removed,
-        // and the guard must refuse before anything changes.
-        let mut contexts = Vec::with_capacity(subjects.len());
-        let mut wanted = BTreeSet::new();
-        // A listed subject without a match value might own any remote account:
-        // removing accounts is then unsafe, so that phase is skipped.
-        let mut unmatched = 0usize;
-        for subject in subjects {
-            let attrs = attributes.get(subject).unwrap_or(&empty);
-            match self.context(subject, attrs, event.actor.as_deref()) {
-                Ok(ctx) => {
-                    wanted.insert(ctx.match_value.clone());
-                    contexts.push(ctx);
-                }
-                Err(e) => {
-                    unmatched += 1;
-                    collect(Err::<(), _>(e), subject, &mut failures)?;
-                }
-            }
+        let matched = self.match_all(subjects, &mut failures)?;
+        // Match value -> the subject that has it; `None` when several do, as
+        // there is then no one desired state to compare with.
+        let mut by_match: HashMap<&str, Option<&SyncSubject>> =
+            HashMap::with_capacity(subjects.len());
+        for (s, m) in matched.iter() {
+            by_match
+                .entry(m)
+                .and_modify(|one| *one = None)
+                .or_insert(Some(s));
         }
+        // Subjects without attributes are never updated, so not compared.
+        let desired = |m: &str| {
+            let s = (*by_match.get(m)?)?;
+            s.attributes.as_ref()?;
+            self.sync_context(event, s, m.to_string()).ok()
+        };
+        let compare = self.compares().then_some(&desired as Desired<'_>);
+        let remote = self
+            .list_accounts_in(tally, Phase::Account, compare)
+            .await?;
+
         let managed: Vec<&RemoteAccount> = remote
             .iter()
             .filter(|a| !self.is_unmanaged(&a.match_value))
             .collect();
-        let doomed: Vec<&RemoteAccount> = if unmatched > 0 {
+        let doomed: Vec<&RemoteAccount> = if matched.unmatched > 0 {
             Vec::new()
         } else {
             managed
                 .iter()
                 .copied()
-                .filter(|a| !wanted.contains(&a.match_value))
+                .filter(|a| !by_match.contains_key(a.match_value.as_str()))
                 .collect()
         };
         self.guard_removals(event, "accounts", doomed.len(), managed.len())?;
+        let remote_by_match: HashMap<&str, &RemoteAccount> =
+            remote.iter().map(|a| (a.match_value.as_str(), a)).collect();
 
-        let (mut created, mut updated, mut removed) = (0u32, 0u32, 0u32);
-        let mut progress = SyncProgress::new("accounts", contexts.len() + doomed.len());
-        for ctx in &contexts {
+        let (mut created, mut updated, mut unchanged, mut removed) = (0u32, 0u32, 0u32, 0u32);
+        let mut progress = SyncProgress::new("accounts", subjects.len() + doomed.len());
+        for (s, m) in matched.iter() {
             progress.advance(1);
-            if self.is_unmanaged(&ctx.match_value) {
+            if self.is_unmanaged(m) {
                 continue;
             }
-            let result = match remote_by_match.get(ctx.match_value.as_str()) {
+            let remote = remote_by_match.get(m);
+            if remote.is_some_and(|r| self.skips(r.in_step)) {
+                unchanged += 1;
+                continue;
+            }
+            let ctx = match self.sync_context(event, s, m.to_string()) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    collect(Err::<(), _>(e), &s.subject, &mut failures)?;
+                    continue;
+                }
+            };
+            let result = match remote {
                 // A sync that names a subject without attributes says nothing
                 // to change about it; an update would blank its fields.
                 Some(_) if ctx.attributes.is_empty() => Ok(()),
-                Some(id) => self.update(tally, ctx, id).await.map(|()| updated += 1),
-                None => self.create(tally, ctx).await.map(|_| created += 1),
+                Some(r) => self
+                    .update(tally, &ctx, &r.api_id)
+                    .await
+                    .map(|()| updated += 1),
+                None => self.create(tally, &ctx).await.map(|_| created += 1),
             };
             collect(result, &ctx.subject, &mut failures)?;
         }
+        progress.advance(matched.unmatched);
         for account in doomed {
             progress.advance(1);
             let ctx = SubjectContext {
@@ -104,10 +172,12 @@ impl Engine {
                 });
             collect(result, &account.match_value, &mut failures)?;
         }
-        finish_sync(
-            format!("account sync: {created} created, {updated} updated, {removed} deprovisioned"),
-            failures,
-        )
+        let mut detail = format!("account sync: {created} created, {updated} updated");
+        if self.compares() {
+            detail.push_str(&format!(", {unchanged} already up to date"));
+        }
+        detail.push_str(&format!(", {removed} deprovisioned"));
+        finish_sync(detail, failures)
     }
 
     /// Makes the remote group's members exactly the listed subjects (unmanaged
@@ -118,30 +188,16 @@ impl Engine {
         tally: &mut Tally,
         event: &Event,
         remote_name: &str,
-        subjects: &[String],
-        attributes: &BTreeMap<String, Attributes>,
+        subjects: &[SyncSubject],
     ) -> Step<String> {
         let (group, group_source) = self.resolve_group(tally, remote_name).await?;
-        let empty = Attributes::new();
-        let mut wanted = Vec::new();
-        let mut wanted_matches = BTreeSet::new();
         let mut failures = Vec::new();
-        let mut unmatched = 0usize;
-        for subject in subjects {
-            let attrs = attributes.get(subject).unwrap_or(&empty);
-            let ctx = match self.context(subject, attrs, event.actor.as_deref()) {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    unmatched += 1;
-                    collect(Err::<(), _>(e), subject, &mut failures)?;
-                    continue;
-                }
-            };
-            wanted_matches.insert(ctx.match_value.clone());
-            if !self.is_unmanaged(&ctx.match_value) {
-                wanted.push(ctx);
-            }
-        }
+        let matched = self.match_all(subjects, &mut failures)?;
+        let wanted_matches: HashSet<&str> = matched.iter().map(|(_, m)| m).collect();
+        let wanted: Vec<(&SyncSubject, &str)> = matched
+            .iter()
+            .filter(|(_, m)| !self.is_unmanaged(m))
+            .collect();
 
         // Both strategies read the group before changing it: the members it
         // has before the sync decide what is removed, and they are what the
@@ -154,8 +210,8 @@ impl Engine {
         let to_remove: Vec<(ApiId, SubjectContext)> = members
             .iter()
             .filter(|m| {
-                unmatched == 0
-                    && !wanted_matches.contains(&m.match_value)
+                matched.unmatched == 0
+                    && !wanted_matches.contains(m.match_value.as_str())
                     && !self.is_unmanaged(&m.match_value)
             })
             .map(|m| {
@@ -175,11 +231,11 @@ impl Engine {
         self.guard_removals(event, "members", to_remove.len(), managed)?;
 
         // add-member-first adds every listed subject, present or not.
-        let present_matches: BTreeSet<String> = match self.group_sync_strategy {
+        let present: HashSet<&str> = match self.group_sync_strategy {
             GroupSyncStrategy::QueryFirst => {
-                members.iter().map(|m| m.match_value.clone()).collect()
+                members.iter().map(|m| m.match_value.as_str()).collect()
             }
-            GroupSyncStrategy::AddMemberFirst => BTreeSet::new(),
+            GroupSyncStrategy::AddMemberFirst => HashSet::new(),
         };
 
         // Many unknown IDs: one account listing is cheaper than a look-up each
@@ -187,11 +243,11 @@ impl Engine {
         // listing fall back to look-ups.
         let unknown = wanted
             .iter()
-            .filter(|c| !present_matches.contains(&c.match_value))
-            .filter(|c| self.accounts.peek(&c.match_value).is_none())
+            .filter(|(_, m)| !present.contains(m))
+            .filter(|(_, m)| self.accounts.peek(m).is_none())
             .count();
         let listing: Option<HashMap<String, ApiId>> = if unknown > BULK_RESOLVE_THRESHOLD {
-            match self.list_accounts_in(tally, Phase::Member).await {
+            match self.list_accounts_in(tally, Phase::Member, None).await {
                 Ok(all) => Some(all.into_iter().map(|a| (a.match_value, a.api_id)).collect()),
                 Err(e) if e.class == FailureClass::Permanent => None,
                 Err(e) => return Err(e),
@@ -207,18 +263,25 @@ impl Engine {
         let mut to_add: Vec<(ApiId, SubjectContext)> = Vec::new();
         let mut added = 0usize;
         let mut progress = SyncProgress::new("members", wanted.len());
-        for (i, ctx) in wanted.iter().enumerate() {
+        for (i, (s, m)) in wanted.iter().enumerate() {
             progress.advance(1);
-            if !present_matches.contains(&ctx.match_value) {
-                let resolved = match (&listing, self.accounts.peek(&ctx.match_value)) {
-                    (_, Some(id)) => Ok(Some(id)),
-                    (Some(all), None) => Ok(all.get(&ctx.match_value).cloned()),
-                    (None, None) => self.resolve_account(tally, Phase::Member, ctx, true).await,
-                };
-                match resolved {
-                    Ok(Some(id)) => to_add.push((id, ctx.clone())),
-                    Ok(None) => missing.push(ctx.match_value.clone()),
-                    Err(e) => collect(Err::<(), _>(e), &ctx.subject, &mut failures)?,
+            if !present.contains(m) {
+                match self.sync_context(event, s, m.to_string()) {
+                    Ok(ctx) => {
+                        let resolved = match (&listing, self.accounts.peek(m)) {
+                            (_, Some(id)) => Ok(Some(id)),
+                            (Some(all), None) => Ok(all.get(*m).cloned()),
+                            (None, None) => {
+                                self.resolve_account(tally, Phase::Member, &ctx, true).await
+                            }
+                        };
+                        match resolved {
+                            Ok(Some(id)) => to_add.push((id, ctx)),
+                            Ok(None) => missing.push(m.to_string()),
+                            Err(e) => collect(Err::<(), _>(e), &s.subject, &mut failures)?,
+                        }
+                    }
+                    Err(e) => collect(Err::<(), _>(e), &s.subject, &mut failures)?,
                 }
             }
             let last = i + 1 == wanted.len();
@@ -235,7 +298,6 @@ impl Engine {
                 collect(result, &batch_label(&chunk), &mut failures)?;
             }
         }
-
         let (mut removed, mut gone) = (0usize, 0usize);
         let mut group_rechecked = false;
         for chunk in to_remove.chunks(batch) {

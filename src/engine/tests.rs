@@ -12,6 +12,9 @@
 //! - create answers `AlreadyExists` when an account with the match value exists
 //!   (unless `accept_duplicate_accounts`), update of an unknown API ID answers
 //!   404, add_member of an unknown account answers 404;
+//! - an account is in step with a subject's context when it holds exactly the
+//!   context's attributes: look-ups say so, and so does list_accounts for the
+//!   accounts its `desired` answers for;
 //! - failures can be injected per call string (transient 503, permanent 400);
 //! - like the adapters, a removal of something already gone (an unknown
 //!   account, a non-member, an unknown group) answers "absent", not an error;
@@ -29,10 +32,10 @@ use tokio::time::Instant;
 
 use super::{ApplyError, Engine, Outcome, OutcomeStatus, Provisioner};
 use crate::config::ProvisionerConfig;
-use crate::event::{Attributes, Event};
+use crate::event::{Attributes, Event, Subjects};
 use crate::target::{
-    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
-    TargetResult,
+    ApiId, Created, Desired, Found, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+    TargetError, TargetResult,
 };
 
 mod accounts;
@@ -40,6 +43,7 @@ mod caching;
 mod failures;
 mod groups;
 mod guard;
+mod memory;
 mod pacing;
 mod routing;
 mod syncs;
@@ -293,13 +297,18 @@ impl MemoryTarget {
 
     /// Out-of-band change (not a recorded call): an account appears.
     fn insert_account(&self, match_value: &str) -> ApiId {
+        self.insert_account_with(match_value, Attributes::new())
+    }
+
+    /// Out-of-band change: an account appears with the given attributes.
+    fn insert_account_with(&self, match_value: &str, attributes: Attributes) -> ApiId {
         let mut s = lock(&self.state);
         let id = s.fresh_id(match_value);
         s.accounts.insert(
             id.clone(),
             Account {
                 match_value: match_value.to_string(),
-                attributes: Attributes::new(),
+                attributes,
             },
         );
         id
@@ -449,9 +458,13 @@ impl TargetApi for MemoryTarget {
         }
     }
 
-    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<Found>> {
         self.record(format!("lookup {}", ctx.match_value))?;
-        Ok(lock(&self.state).id_of(&ctx.match_value))
+        let s = lock(&self.state);
+        Ok(s.id_of(&ctx.match_value).map(|api_id| Found {
+            in_step: s.accounts.get(&api_id).map(|a| &a.attributes) == Some(&ctx.attributes),
+            api_id,
+        }))
     }
 
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created> {
@@ -498,7 +511,10 @@ impl TargetApi for MemoryTarget {
         Ok(Removal::Removed)
     }
 
-    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
+    async fn list_accounts(
+        &self,
+        desired: Option<Desired<'_>>,
+    ) -> TargetResult<Vec<RemoteAccount>> {
         self.record("list_accounts".into())?;
         let listed: Vec<RemoteAccount> = {
             let s = lock(&self.state);
@@ -508,6 +524,9 @@ impl TargetApi for MemoryTarget {
                 .map(|(id, a)| RemoteAccount {
                     api_id: id.clone(),
                     match_value: a.match_value.clone(),
+                    in_step: desired
+                        .and_then(|d| d(&a.match_value))
+                        .is_some_and(|ctx| ctx.attributes == a.attributes),
                 })
                 .collect()
         };
@@ -548,6 +567,7 @@ impl TargetApi for MemoryTarget {
                 s.accounts.get(&id).map(|a| RemoteAccount {
                     api_id: id.clone(),
                     match_value: a.match_value.clone(),
+                    in_step: false,
                 })
             })
             .collect())
@@ -818,6 +838,18 @@ async fn the_harness_records_calls_and_the_example_configuration_validates() {
     };
     assert!(t.lookup_account(&ctx).await.is_err());
     assert_eq!(t.lookup_account(&ctx).await.ok(), Some(None));
-    assert_eq!(t.take_calls(), ["lookup bob", "lookup bob"]);
+    let alice = SubjectContext {
+        match_value: "alice".into(),
+        ..ctx.clone()
+    };
+    assert_eq!(
+        t.lookup_account(&alice).await.ok().flatten(),
+        Some(Found {
+            api_id: "u-alice".into(),
+            in_step: true
+        }),
+        "no attributes on either side"
+    );
+    assert_eq!(t.take_calls(), ["lookup bob", "lookup bob", "lookup alice"]);
     assert_eq!(t.account("alice").map(|a| a.0), Some("u-alice".to_string()));
 }

@@ -3,9 +3,15 @@
 //! reason fit for the dead-letter headers.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
-use serde_json::Value;
+use serde::de::DeserializeSeed;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+
+mod read;
+
+use read::{AttributesSeed, Fields, Item, SubjectList, SyncAttributesSeed};
 
 /// LDAP-style attributes: name -> values.
 pub type Attributes = BTreeMap<String, Vec<String>>;
@@ -48,11 +54,39 @@ pub enum Subjects {
         subject: String,
         attributes: Attributes,
     },
-    /// membership_sync: the full list, with optional per-subject attributes.
-    All {
-        subjects: Vec<String>,
-        attributes: BTreeMap<String, Attributes>,
-    },
+    /// membership_sync: the full list (sorted, without duplicates), each
+    /// subject with the attributes the event gave it.
+    All { subjects: Vec<SyncSubject> },
+}
+
+/// One subject of a membership_sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSubject {
+    /// Trimmed and lowercased.
+    pub subject: String,
+    /// `None` when the event gave the subject no attributes.
+    pub attributes: Option<PackedAttributes>,
+}
+
+/// One subject's attributes as compact JSON text (`{"mail":["a@x"]}`),
+/// checked and normalised when the event was parsed, unpacked when the
+/// subject's turn comes: an [`Attributes`] map takes several times the room
+/// of its text, and a sync of 100,000 subjects would hold them all at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedAttributes(Box<str>);
+
+impl PackedAttributes {
+    pub fn pack(attributes: &Attributes) -> Result<Self, String> {
+        serde_json::to_string(attributes)
+            .map(|text| PackedAttributes(text.into_boxed_str()))
+            .map_err(|e| format!("attributes cannot be stored: {e}"))
+    }
+
+    /// The attributes. Only text that [`pack`](Self::pack) wrote is held, so
+    /// this fails only if that stopped being JSON.
+    pub fn unpack(&self) -> Result<Attributes, String> {
+        serde_json::from_str(&self.0).map_err(|e| format!("stored attributes unreadable: {e}"))
+    }
 }
 
 /// A validated event. Group and subjects are lowercased, as the original did.
@@ -120,17 +154,6 @@ fn clip(s: &str) -> String {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Parses and validates one message body. `message_id` is the AMQP property.
 pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<Event, InvalidEvent> {
     parse_at_most(body, message_id, MAX_EVENT_BYTES)
@@ -162,47 +185,52 @@ pub fn parse_at_most(
     }
     let text = std::str::from_utf8(body)
         .map_err(|e| invalid(fallback_id(), format!("body is not UTF-8: {e}")))?;
-    // serde_json limits nesting depth (128) itself, so deep input is an error, not a stack overflow.
-    let value: Value = serde_json::from_str(text)
+    // The whole body first, read as serde_json reads a `Value` (so with its
+    // nesting limit of 128, and its messages) but keeping nothing: whether
+    // it is JSON at all comes before any field.
+    let top: Item = serde_json::from_str(text)
         .map_err(|e| invalid(fallback_id(), format!("body is not JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    if !matches!(top, Item::Object) {
         return Err(invalid(
             fallback_id(),
-            format!("body is {}, expected a JSON object", type_name(&value)),
+            format!("body is {}, expected a JSON object", top.type_name()),
         ));
-    };
+    }
+    let fields: Fields<'_> = serde_json::from_str(text)
+        .map_err(|e| invalid(fallback_id(), format!("body is not JSON: {e}")))?;
 
-    let id = match obj.get("id") {
-        None | Some(Value::Null) => fallback_id(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+    let id = match scalar(fields.id).map_err(|r| invalid(fallback_id(), r))? {
+        None | Some(Item::Null) => fallback_id(),
+        Some(Item::Str(s)) if !s.is_empty() => s.into_owned(),
+        Some(Item::Number(n)) => n.to_string(),
         Some(other) => {
             return Err(invalid(
                 fallback_id(),
-                format!("`id` is {}, expected a non-empty string", type_name(other)),
+                format!("`id` is {}, expected a non-empty string", other.type_name()),
             ))
         }
     };
 
-    let string_field = |name: &str| -> Result<Option<String>, InvalidEvent> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(invalid(
-                id.clone(),
-                format!("`{name}` is {}, expected a string", type_name(other)),
-            )),
-        }
-    };
-    let required = |name: &str| -> Result<String, InvalidEvent> {
-        match string_field(name)? {
+    let string_field =
+        |name: &str, raw: Option<&RawValue>| -> Result<Option<String>, InvalidEvent> {
+            match scalar(raw).map_err(|r| invalid(id.clone(), r))? {
+                None | Some(Item::Null) => Ok(None),
+                Some(Item::Str(s)) => Ok(Some(s.into_owned())),
+                Some(other) => Err(invalid(
+                    id.clone(),
+                    format!("`{name}` is {}, expected a string", other.type_name()),
+                )),
+            }
+        };
+    let required = |name: &str, raw: Option<&RawValue>| -> Result<String, InvalidEvent> {
+        match string_field(name, raw)? {
             Some(s) if !s.trim().is_empty() => Ok(s),
             Some(_) => Err(invalid(id.clone(), format!("`{name}` is empty"))),
             None => Err(invalid(id.clone(), format!("missing field `{name}`"))),
         }
     };
 
-    let action = match required("action")?.as_str() {
+    let action = match required("action", fields.action)?.as_str() {
         "add" => Action::Add,
         "update" => Action::Update,
         "delete" => Action::Delete,
@@ -217,9 +245,9 @@ pub fn parse_at_most(
             ))
         }
     };
-    let group = required("group")?.trim().to_lowercase();
-    let actor = string_field("actor")?;
-    let timestamp = string_field("timestamp")?;
+    let group = required("group", fields.group)?.trim().to_lowercase();
+    let actor = string_field("actor", fields.actor)?;
+    let timestamp = string_field("timestamp", fields.timestamp)?;
     if let Some(ts) = &timestamp {
         if time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_err()
         {
@@ -231,65 +259,17 @@ pub fn parse_at_most(
     }
 
     let subjects = if action == Action::MembershipSync {
-        let list = match obj.get("subjects") {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(invalid(
-                    id.clone(),
-                    format!(
-                        "`subjects` is {}, expected an array of strings",
-                        type_name(other)
-                    ),
-                ))
-            }
-            None => return Err(invalid(id.clone(), "missing field `subjects`".into())),
-        };
-        let mut subjects = Vec::with_capacity(list.len());
-        for (i, item) in list.iter().enumerate() {
-            match item {
-                Value::String(s) if !s.trim().is_empty() => subjects.push(s.trim().to_lowercase()),
-                Value::String(_) => {
-                    return Err(invalid(id.clone(), format!("`subjects[{i}]` is empty")))
-                }
-                other => {
-                    return Err(invalid(
-                        id.clone(),
-                        format!("`subjects[{i}]` is {}, expected a string", type_name(other)),
-                    ))
-                }
-            }
-        }
-        subjects.sort();
-        subjects.dedup();
-        let mut per_subject = BTreeMap::new();
-        match obj.get("attributes") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) => {
-                for (subject, attrs) in map {
-                    let parsed = parse_attributes(attrs, &format!("attributes.{}", clip(subject)))
-                        .map_err(|r| invalid(id.clone(), r))?;
-                    per_subject.insert(subject.trim().to_lowercase(), parsed);
-                }
-            }
-            Some(other) => {
-                return Err(invalid(
-                    id.clone(),
-                    format!(
-                        "`attributes` is {}, expected an object of subject -> attributes",
-                        type_name(other)
-                    ),
-                ))
-            }
-        }
-        Subjects::All {
-            subjects,
-            attributes: per_subject,
-        }
+        let subjects = sync_subjects(&fields).map_err(|r| invalid(id.clone(), r))?;
+        Subjects::All { subjects }
     } else {
-        let subject = required("subject")?.trim().to_lowercase();
-        let attributes = match obj.get("attributes") {
-            None | Some(Value::Null) => Attributes::new(),
-            Some(v) => parse_attributes(v, "attributes").map_err(|r| invalid(id.clone(), r))?,
+        let subject = required("subject", fields.subject)?.trim().to_lowercase();
+        let attributes = match fields.attributes {
+            Some(raw) if !matches!(scalar(Some(raw)), Ok(Some(Item::Null))) => {
+                read_raw(raw, AttributesSeed { path: "attributes" })
+                    .and_then(|read| read)
+                    .map_err(|r| invalid(id.clone(), r))?
+            }
+            _ => Attributes::new(),
         };
         Subjects::One {
             subject,
@@ -308,50 +288,54 @@ pub fn parse_at_most(
     })
 }
 
-/// Attribute values are lists of strings; a bare string or number is taken as
-/// a one-element list, since some producers send single values that way.
-fn parse_attributes(value: &Value, path: &str) -> Result<Attributes, String> {
-    let Value::Object(map) = value else {
-        return Err(format!(
-            "`{path}` is {}, expected an object of name -> list of strings",
-            type_name(value)
-        ));
+/// A field read as an [`Item`]; `None` when the body does not have it.
+fn scalar(raw: Option<&RawValue>) -> Result<Option<Item<'_>>, String> {
+    raw.map(|r| serde_json::from_str(r.get()).map_err(|e| format!("body is not JSON: {e}")))
+        .transpose()
+}
+
+/// A field read with a seed. The body was read whole before, so serde_json
+/// has nothing left to refuse; its error is kept all the same.
+fn read_raw<'de, S: DeserializeSeed<'de>>(raw: &'de RawValue, seed: S) -> Result<S::Value, String> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    seed.deserialize(&mut de)
+        .map_err(|e| format!("body is not JSON: {e}"))
+}
+
+/// `subjects` (sorted, without duplicates) with their `attributes`.
+fn sync_subjects(fields: &Fields<'_>) -> Result<Vec<SyncSubject>, String> {
+    let Some(raw) = fields.subjects else {
+        return Err("missing field `subjects`".into());
     };
-    let mut out = Attributes::new();
-    for (name, v) in map {
-        let values = match v {
-            Value::Null => Vec::new(),
-            Value::String(s) => vec![s.clone()],
-            Value::Number(n) => vec![n.to_string()],
-            Value::Bool(b) => vec![b.to_string()],
-            Value::Array(items) => {
-                let mut vals = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => vals.push(s.clone()),
-                        Value::Number(n) => vals.push(n.to_string()),
-                        Value::Bool(b) => vals.push(b.to_string()),
-                        other => {
-                            return Err(format!(
-                                "`{path}.{}[{i}]` is {}, expected a string",
-                                clip(name),
-                                type_name(other)
-                            ))
-                        }
-                    }
-                }
-                vals
-            }
-            Value::Object(_) => {
-                return Err(format!(
-                    "`{path}.{}` is an object, expected a list of strings",
-                    clip(name)
-                ))
-            }
-        };
-        out.insert(name.clone(), values);
+    let mut subjects = match scalar(Some(raw))? {
+        Some(Item::Array) => read_raw(raw, PhantomData::<SubjectList>)?.0?,
+        other => {
+            let type_name = other.map_or("null", |i| i.type_name());
+            return Err(format!(
+                "`subjects` is {type_name}, expected an array of strings"
+            ));
+        }
+    };
+    subjects.sort_unstable_by(|a, b| a.subject.cmp(&b.subject));
+    subjects.dedup_by(|a, b| a.subject == b.subject);
+    match fields.attributes.map(|raw| (raw, scalar(Some(raw)))) {
+        None => {}
+        Some((_, Ok(Some(Item::Null)))) => {}
+        Some((raw, Ok(Some(Item::Object)))) => read_raw(
+            raw,
+            SyncAttributesSeed {
+                subjects: &mut subjects,
+            },
+        )??,
+        Some((_, Ok(other))) => {
+            let type_name = other.map_or("null", |i| i.type_name());
+            return Err(format!(
+                "`attributes` is {type_name}, expected an object of subject -> attributes"
+            ));
+        }
+        Some((_, Err(e))) => return Err(e),
     }
-    Ok(out)
+    Ok(subjects)
 }
 
 #[cfg(test)]

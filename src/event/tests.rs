@@ -46,15 +46,14 @@ fn membership_sync_takes_subjects_and_per_subject_attributes() {
     );
     assert_eq!(e.id, "ev-7");
     assert_eq!(e.actor.as_deref(), Some("alice"));
-    let Subjects::All {
-        subjects,
-        attributes,
-    } = &e.subjects
-    else {
+    let Subjects::All { subjects } = &e.subjects else {
         panic!("all")
     };
-    assert_eq!(subjects, &vec!["a".to_string(), "b".to_string()]);
-    assert_eq!(attributes["a"]["mail"], vec!["a@x"]);
+    let names: Vec<&str> = subjects.iter().map(|s| s.subject.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let a = subjects[0].attributes.as_ref().expect("a has attributes");
+    assert_eq!(a.unpack().unwrap()["mail"], vec!["a@x"]);
+    assert_eq!(subjects[1].attributes, None);
 }
 
 #[test]
@@ -136,6 +135,34 @@ fn invalid_events_say_why() {
             br#"{"action":"add","group":"g","subject":"s","id":{}}"#,
             "`id` is an object",
         ),
+        (
+            br#"{"action":"membership_sync","group":"g","subjects":["a",""]}"#,
+            "`subjects[1]` is empty",
+        ),
+        (
+            br#"{"action":"membership_sync","group":"g","subjects":null}"#,
+            "`subjects` is null, expected an array of strings",
+        ),
+        (
+            br#"{"action":"membership_sync","group":"g","subjects":[],"attributes":[]}"#,
+            "`attributes` is an array, expected an object of subject -> attributes",
+        ),
+        (
+            br#"{"action":"membership_sync","group":"g","subjects":["a"],"attributes":{"a":"x"}}"#,
+            "`attributes.a` is a string, expected an object of name -> list of strings",
+        ),
+        (
+            br#"{"action":"membership_sync","group":"g","subjects":["a"],"attributes":{"a":{"m":{"x":1}}}}"#,
+            "`attributes.a.m` is an object, expected a list of strings",
+        ),
+        (
+            br#"{"action":"add","group":"g","subject":"s","attributes":7}"#,
+            "`attributes` is a number, expected an object of name -> list of strings",
+        ),
+        (
+            br#"{"action":"add","group":"g","subject":"s","id":""}"#,
+            "`id` is a string, expected a non-empty string",
+        ),
     ];
     for (body, expected) in table {
         let r = reason(body);
@@ -170,4 +197,54 @@ fn a_body_over_the_limit_is_invalid_without_being_read() {
         e.id, "m-1",
         "the id comes from the properties, not the body"
     );
+}
+
+#[test]
+fn sync_attributes_are_normalised_packed_and_kept_for_listed_subjects_only() {
+    let e = ok(
+        r#"{"action":"membership_sync","group":"g","subjects":["A","b"],
+        "attributes":{" a ":{"mail":"a@x","n":3,"flag":true,"none":null,"list":["x",2]},
+                      "zed":{"mail":["z@x"]}}}"#,
+    );
+    let Subjects::All { subjects } = &e.subjects else {
+        panic!("all")
+    };
+    assert_eq!(subjects.len(), 2, "zed is not listed");
+    let a = subjects[0]
+        .attributes
+        .as_ref()
+        .expect("a")
+        .unpack()
+        .unwrap();
+    assert_eq!(a["mail"], ["a@x"]);
+    assert_eq!(a["n"], ["3"]);
+    assert_eq!(a["flag"], ["true"]);
+    assert!(a["none"].is_empty());
+    assert_eq!(a["list"], ["x", "2"]);
+    // Attributes of a subject not listed are still checked.
+    let r = reason(
+        br#"{"action":"membership_sync","group":"g","subjects":["a"],"attributes":{"zed":{"mail":[{}]}}}"#,
+    );
+    assert!(r.contains("`attributes.zed.mail[0]` is an object"), "{r}");
+}
+
+#[test]
+fn a_later_key_wins_as_in_json_objects() {
+    let e = ok(r#"{"action":"delete","group":"g","subject":"first","subject":"second"}"#);
+    assert_eq!(e.subject(), Some("second"));
+}
+
+#[test]
+fn nesting_too_deep_anywhere_is_not_json() {
+    // Deeper than serde_json's limit of 128, inside fields the event reads
+    // and inside one it ignores: the body is not JSON, as before.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for field in ["extra", "id", "attributes"] {
+        let body = format!(r#"{{"action":"add","group":"g","subject":"s","{field}":{deep}}}"#);
+        let r = reason(body.as_bytes());
+        assert!(
+            r.contains("not JSON") && r.contains("recursion"),
+            "{field}: {r}"
+        );
+    }
 }

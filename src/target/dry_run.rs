@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{
-    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetResult,
+    ApiId, Created, Desired, Found, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+    TargetResult,
 };
 use crate::event::Attributes;
 
@@ -48,7 +49,7 @@ impl TargetApi for DryRunTarget {
         self.inner.match_value(subject, attributes)
     }
 
-    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<Found>> {
         self.inner.lookup_account(ctx).await
     }
 
@@ -76,8 +77,11 @@ impl TargetApi for DryRunTarget {
         Ok(Removal::Removed)
     }
 
-    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
-        self.inner.list_accounts().await
+    async fn list_accounts(
+        &self,
+        desired: Option<Desired<'_>>,
+    ) -> TargetResult<Vec<RemoteAccount>> {
+        self.inner.list_accounts(desired).await
     }
 
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {

@@ -22,11 +22,31 @@ pub use error::{FailureClass, TargetError, TargetResult};
 pub type ApiId = String;
 
 /// A remote account as listed: its API ID and its match value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteAccount {
     pub api_id: ApiId,
     pub match_value: String,
+    /// Only from an account listing given [`Desired`] states: the listing
+    /// showed this account, and the update its subject's context would send
+    /// changes nothing on it (the kind's own comparison, see
+    /// [`TargetApi::list_accounts`]). Never set for group members.
+    pub in_step: bool,
 }
+
+/// An account a look-up found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub api_id: ApiId,
+    /// The look-up's answer showed the account, and the update the looked-up
+    /// context would send changes nothing on it.
+    pub in_step: bool,
+}
+
+/// The desired state of the subject with the given match value (lowercase),
+/// for an account listing to compare each account it reads with; `None` for
+/// a match value that no single subject wants. The engine builds each
+/// context when asked, so a listing never holds them all.
+pub type Desired<'a> = &'a (dyn Fn(&str) -> Option<SubjectContext> + Sync);
 
 /// A remote group as listed: its name on the target and its API ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +93,10 @@ pub trait TargetApi: Send + Sync {
     /// The local subject's match value (pure: no I/O).
     fn match_value(&self, subject: &str, attributes: &Attributes) -> TargetResult<String>;
 
-    /// Match value -> API ID, `None` when the target has no such account.
-    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>>;
+    /// Match value -> API ID, `None` when the target has no such account;
+    /// [`Found::in_step`] when the answer shows the account as `ctx` would
+    /// have it.
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<Found>>;
 
     async fn create_account(&self, ctx: &SubjectContext) -> TargetResult<Created>;
 
@@ -88,8 +110,16 @@ pub trait TargetApi: Send + Sync {
         ctx: &SubjectContext,
     ) -> TargetResult<Removal>;
 
-    /// Every remote account with its match value.
-    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>>;
+    /// Every remote account with its match value. With `desired`, each
+    /// account whose match value it answers is also compared with that
+    /// subject's desired state: [`RemoteAccount::in_step`] when the update
+    /// the context would send changes nothing on the account as listed (for
+    /// `rest`, the rendered update body against the listed item; for `scim`,
+    /// the mapped attributes against the listed resource, which the listing
+    /// then asks for). The comparison is pure mapping; whether to skip the
+    /// update is the engine's choice.
+    async fn list_accounts(&self, desired: Option<Desired<'_>>)
+        -> TargetResult<Vec<RemoteAccount>>;
 
     /// Every remote group (name and API ID).
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>>;

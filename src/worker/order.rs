@@ -35,7 +35,7 @@ pub fn locks_of(event: &Event) -> Locks {
         Subjects::All { subjects, .. } => {
             let mut locks: Locks = subjects
                 .iter()
-                .map(|s| (LockKey::Subject(s.clone()), Mode::Shared))
+                .map(|s| (LockKey::Subject(s.subject.clone()), Mode::Shared))
                 .collect();
             locks.insert(LockKey::Group(event.group.clone()), Mode::Exclusive);
             locks

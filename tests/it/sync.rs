@@ -67,6 +67,8 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
         "Break"
     );
     assert_eq!(reqs.iter().filter(|l| l.starts_with("DELETE")).count(), 100);
+    // The 100 listed users already there all differ ("Old"): 100 updates.
+    assert_eq!(reqs.iter().filter(|l| l.starts_with("PATCH")).count(), 100);
     assert_eq!(
         reqs.iter().filter(|l| l.as_str() == "POST /users").count(),
         200
@@ -83,11 +85,13 @@ async fn account_membership_sync_makes_the_accounts_exactly_the_listed_subjects(
     h.outcome().await;
     let again: BTreeSet<String> = h.mock.users().into_iter().map(|u| u.email).collect();
     assert_eq!(again, want);
-    assert!(!h
-        .mock
-        .request_lines()
-        .iter()
-        .any(|l| l.starts_with("DELETE") || l == "POST /users"));
+    // Every account is as stated now: the listing's pages and nothing else
+    // (full_sync_updates = "changed", the default).
+    let again_reqs = h.mock.request_lines();
+    assert!(
+        again_reqs.iter().all(|l| l.starts_with("GET /users?")),
+        "{again_reqs:?}"
+    );
     h.cleanup().await;
 }
 

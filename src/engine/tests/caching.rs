@@ -171,10 +171,8 @@ async fn the_cache_is_a_bounded_lru() {
         ["lookup c", "update u-c"]
     );
     assert_eq!(applied(&e, &t, &one("add", PG, "a")).await, ["update u-a"]);
-    assert_eq!(
-        applied(&e, &t, &one("add", PG, "b")).await,
-        ["lookup b", "update u-b"]
-    );
+    // Evicted, so looked up again; the look-up shows it as the event has it.
+    assert_eq!(applied(&e, &t, &one("add", PG, "b")).await, ["lookup b"]);
 }
 
 #[tokio::test(start_paused = true)]

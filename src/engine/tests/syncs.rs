@@ -93,11 +93,97 @@ async fn applying_the_same_account_sync_twice_leaves_the_same_state() {
     let ev = sync(PG, ["alice", "bob"]);
     applied(&e, &t, &ev).await;
     let first = t.snapshot();
+    // Both accounts are as the event has them: nothing to write.
+    assert_eq!(applied(&e, &t, &ev).await, ["list_accounts"]);
+    assert_eq!(t.snapshot(), first);
+
+    // With `full_sync_updates = "all"`, every listed subject is updated again.
+    let e = engine(&cfg("full_sync_updates = \"all\""), &t);
     assert_eq!(
         applied(&e, &t, &ev).await,
         ["list_accounts", "update u-alice", "update u-bob"]
     );
     assert_eq!(t.snapshot(), first);
+}
+
+/// 20 subjects; the target has 19 of them, two with a stale attribute,
+/// and one account no subject wants.
+fn mostly_equal_target() -> (Arc<MemoryTarget>, Event) {
+    let subjects: Vec<String> = (0..20).map(user).collect();
+    let ev = sync(PG, &subjects);
+    let t = MemoryTarget::new();
+    for s in subjects.iter().skip(1) {
+        let mut attributes: Attributes =
+            serde_json::from_value(attrs_of(s)).unwrap_or_else(|e| panic!("{e}"));
+        if s == "user007" || s == "user013" {
+            attributes.insert("sn".into(), vec!["Stale".into()]);
+        }
+        t.insert_account_with(s, attributes);
+    }
+    t.insert_account("gone");
+    (t.arc(), ev)
+}
+
+#[tokio::test]
+async fn an_account_sync_writes_only_what_differs() {
+    let (t, ev) = mostly_equal_target();
+    let e = engine(&cfg(""), &t);
+    let (outcome, calls) = ok(&e, &t, &ev).await;
+    assert_eq!(
+        calls,
+        [
+            "list_accounts",
+            "create user000",
+            "update u-user007",
+            "update u-user013",
+            "deprovision u-gone"
+        ]
+    );
+    assert_eq!(
+        outcome.detail,
+        "account sync: 1 created, 2 updated, 17 already up to date, 1 deprovisioned"
+    );
+    let (_, fixed) = t.account("user007").expect("user007 gone");
+    assert_eq!(fixed.attributes["sn"], ["Doe"]);
+    // Everything is in step now.
+    assert_eq!(applied(&e, &t, &ev).await, ["list_accounts"]);
+}
+
+#[tokio::test]
+async fn an_account_sync_with_all_updates_every_listed_subject() {
+    let (t, ev) = mostly_equal_target();
+    let e = engine(&cfg("full_sync_updates = \"all\""), &t);
+    let (outcome, calls) = ok(&e, &t, &ev).await;
+    let mut expected = strings(["list_accounts", "create user000"]);
+    expected.extend((1..20).map(|i| format!("update u-{}", user(i))));
+    expected.push("deprovision u-gone".into());
+    assert_eq!(calls, expected);
+    assert_eq!(
+        outcome.detail,
+        "account sync: 1 created, 19 updated, 1 deprovisioned"
+    );
+}
+
+#[tokio::test]
+async fn subjects_sharing_a_match_value_are_not_compared() {
+    // Two subjects with one mail: no one desired state to compare with, so
+    // both update the account, as before.
+    let t = MemoryTarget::new().matching_on_mail().arc();
+    let e = engine(&cfg(""), &t);
+    let shared = json!({"mail": ["x@example.edu"], "sn": ["Doe"]});
+    let ev = event(json!({
+        "action": "membership_sync", "group": PG, "subjects": ["a", "b"],
+        "attributes": {"a": shared, "b": shared}
+    }));
+    applied(&e, &t, &ev).await;
+    assert_eq!(
+        applied(&e, &t, &ev).await,
+        [
+            "list_accounts",
+            "update u-x@example.edu",
+            "update u-x@example.edu"
+        ]
+    );
 }
 
 fn user(i: usize) -> String {

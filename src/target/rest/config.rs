@@ -3,6 +3,8 @@
 //! ([`RestFile`]) is validated into [`RestConfig`], with every template
 //! compiled once into one [`Templates`] set.
 
+use std::collections::BTreeMap;
+
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +95,13 @@ pub struct OperationFile {
     pub name: Option<String>,
     /// How a list is read page by page; without it the list is one response.
     pub paging: Option<PagingFile>,
+    /// `accounts.update` only: body place -> JSON pointer into a listed (or
+    /// looked-up) account, for APIs whose listing is shaped unlike the update
+    /// body. A place is a JSON pointer into the body, or a top-level field
+    /// name (`first_name` is `/first_name`). Only the named places are
+    /// compared; without `compare`, every leaf of the body is compared with
+    /// the account's value at the same place.
+    pub compare: Option<BTreeMap<String, String>>,
 }
 
 fn default_ok() -> Vec<u16> {
@@ -244,6 +253,10 @@ pub struct Operation {
     pub match_pointer: Option<String>,
     pub name_pointer: Option<String>,
     pub paging: Option<Paging>,
+    /// `accounts.update`: (pointer into the body, pointer into the account)
+    /// pairs, the places an update is compared at; `None` compares every leaf
+    /// of the body at its own place.
+    pub compare: Option<Vec<(String, String)>>,
 }
 
 /// How a list is read page by page.
@@ -282,6 +295,8 @@ struct Shape {
     paging: bool,
     absent: bool,
     exists: bool,
+    /// Takes `compare`.
+    compare: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -313,6 +328,7 @@ const READ_LIST: Shape = Shape {
     paging: true,
     absent: false,
     exists: false,
+    compare: false,
 };
 
 const WRITE: Shape = Shape {
@@ -325,6 +341,7 @@ const WRITE: Shape = Shape {
     paging: false,
     absent: false,
     exists: false,
+    compare: false,
 };
 
 const LOOKUP: Shape = Shape {
@@ -349,6 +366,7 @@ const CREATE: Shape = Shape {
 };
 const UPDATE: Shape = Shape {
     name: "accounts.update",
+    compare: true,
     ..WRITE
 };
 const DEPROVISION: Shape = Shape {
@@ -559,6 +577,10 @@ fn validate_operation(
         None => Ok(None),
     };
 
+    let compare = f
+        .compare
+        .and_then(|c| validate_compare(&key, shape, c, f.body.as_ref(), p));
+
     if p.count() > start {
         return None;
     }
@@ -575,7 +597,84 @@ fn validate_operation(
         match_pointer,
         name_pointer,
         paging: paging.ok()?,
+        compare,
     })
+}
+
+/// `compare`: each place names a part of the body, each target is a JSON
+/// pointer; an empty table would call every account up to date.
+fn validate_compare(
+    key: &str,
+    shape: Shape,
+    compare: BTreeMap<String, String>,
+    body: Option<&toml::Value>,
+    p: &mut Problems<'_>,
+) -> Option<Vec<(String, String)>> {
+    let key = format!("{key}.compare");
+    if !shape.compare {
+        p.add(
+            key,
+            format!("has no meaning for `{}`", shape.name),
+            "remove `compare`; only `[rest.accounts.update]` takes it",
+        );
+        return None;
+    }
+    let Some(body) = body else {
+        p.add(
+            key,
+            "there is no `body` to compare",
+            "remove `compare`, or give the update a `body`",
+        );
+        return None;
+    };
+    if compare.is_empty() {
+        p.add(
+            key,
+            "is empty, so every account would count as up to date and no sync would update any",
+            "name the body places to compare, e.g. compare = { first_name = \"/name/first\" }, or remove `compare` to compare the whole body",
+        );
+        return None;
+    }
+    let start = p.count();
+    let mut pairs = Vec::with_capacity(compare.len());
+    for (place, target) in compare {
+        let pointer = if place.starts_with('/') {
+            place.clone()
+        } else {
+            format!("/{}", place.replace('~', "~0").replace('/', "~1"))
+        };
+        if !toml_has(body, &pointer) {
+            p.add(
+                format!("{key}.{place}"),
+                format!("`{pointer}` is not a place in the body"),
+                "name a field of the body, or a JSON pointer into it such as \"/user_info/first_name\"",
+            );
+        }
+        p.json_pointer(&format!("{key}.{place}"), &target);
+        pairs.push((pointer, target));
+    }
+    (p.count() == start).then_some(pairs)
+}
+
+/// Whether a JSON pointer leads somewhere in a body written in TOML.
+fn toml_has(value: &toml::Value, pointer: &str) -> bool {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return pointer.is_empty();
+    };
+    let mut at = value;
+    for token in rest.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let next = match at {
+            toml::Value::Table(t) => t.get(&token),
+            toml::Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    true
 }
 
 fn check_statuses(key: &str, list: &str, values: &[u16], p: &mut Problems<'_>) {

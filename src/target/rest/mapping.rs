@@ -73,59 +73,101 @@ pub fn items<'a>(value: &'a Json, pointer: &str) -> Result<&'a [Json], String> {
     }
 }
 
-/// Accounts from list items; an item without an ID or match value is skipped.
-/// Match values are lowercased, as local ones are.
-pub fn accounts(
+/// The account of a list item; `None` (with a warning) for an item without
+/// an ID or a match value. Match values are lowercased, as local ones are.
+pub fn account(
     operation: &str,
-    items: &[Json],
+    index: usize,
+    item: &Json,
     id: &str,
     match_pointer: &str,
-) -> Vec<RemoteAccount> {
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(index, item)| {
-            match (pointer_text(item, id), pointer_text(item, match_pointer)) {
-                (Some(api_id), Some(m)) => Some(RemoteAccount {
-                    api_id,
-                    match_value: m.to_lowercase(),
-                }),
-                _ => {
-                    tracing::warn!(
-                        operation,
-                        index,
-                        id_pointer = id,
-                        match_pointer,
-                        "list item has no ID or no match value; skipped"
-                    );
-                    None
-                }
-            }
-        })
-        .collect()
+) -> Option<RemoteAccount> {
+    match (pointer_text(item, id), pointer_text(item, match_pointer)) {
+        (Some(api_id), Some(m)) => Some(RemoteAccount {
+            api_id,
+            match_value: m.to_lowercase(),
+            in_step: false,
+        }),
+        _ => {
+            tracing::warn!(
+                operation,
+                index,
+                id_pointer = id,
+                match_pointer,
+                "list item has no ID or no match value; skipped"
+            );
+            None
+        }
+    }
 }
 
-/// Groups from list items; an item without an ID or name is skipped.
-pub fn groups(operation: &str, items: &[Json], id: &str, name: &str) -> Vec<RemoteGroup> {
-    items
-        .iter()
-        .enumerate()
-        .filter_map(
-            |(index, item)| match (pointer_text(item, id), pointer_text(item, name)) {
-                (Some(api_id), Some(name)) => Some(RemoteGroup { name, api_id }),
-                _ => {
-                    tracing::warn!(
-                        operation,
-                        index,
-                        id_pointer = id,
-                        name_pointer = name,
-                        "list item has no ID or no name; skipped"
-                    );
-                    None
-                }
-            },
-        )
-        .collect()
+/// Whether an update whose rendered body is `body` would change nothing on
+/// `item`, the account as the target showed it: every place `compare` names
+/// (body pointer, item pointer) holds the same in both, or without
+/// `compare`, the item holds every leaf of the body at the same place.
+pub fn in_step(body: &Json, item: &Json, compare: Option<&[(String, String)]>) -> bool {
+    match compare {
+        None => covers(item, body),
+        Some(places) => places.iter().all(|(in_body, in_item)| {
+            match (body.pointer(in_body), item.pointer(in_item)) {
+                (Some(want), Some(have)) => covers(have, want),
+                _ => false,
+            }
+        }),
+    }
+}
+
+/// Whether `have` holds all of `want`: an object every key of `want` with a
+/// value that holds its value (other keys do not matter), an array as many
+/// entries each holding its counterpart, a scalar the same text (a template
+/// renders a string where the API may answer a number or a boolean).
+pub fn covers(have: &Json, want: &Json) -> bool {
+    match (have, want) {
+        (Json::Object(have), Json::Object(want)) => want
+            .iter()
+            .all(|(k, w)| have.get(k).is_some_and(|h| covers(h, w))),
+        (Json::Array(have), Json::Array(want)) => {
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| covers(h, w))
+        }
+        (Json::Null, Json::Null) => true,
+        (have, want) => match (scalar_text(have), scalar_text(want)) {
+            (Some(h), Some(w)) => h == w,
+            _ => false,
+        },
+    }
+}
+
+fn scalar_text(value: &Json) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Json::String(s) => Some(s.as_str().into()),
+        Json::Number(n) => Some(n.to_string().into()),
+        Json::Bool(b) => Some(b.to_string().into()),
+        _ => None,
+    }
+}
+
+/// The group of a list item; `None` (with a warning) for an item without an
+/// ID or a name.
+pub fn group(
+    operation: &str,
+    index: usize,
+    item: &Json,
+    id: &str,
+    name: &str,
+) -> Option<RemoteGroup> {
+    match (pointer_text(item, id), pointer_text(item, name)) {
+        (Some(api_id), Some(name)) => Some(RemoteGroup { name, api_id }),
+        _ => {
+            tracing::warn!(
+                operation,
+                index,
+                id_pointer = id,
+                name_pointer = name,
+                "list item has no ID or no name; skipped"
+            );
+            None
+        }
+    }
 }
 
 /// Sets a query parameter, replacing any the URL template already had.

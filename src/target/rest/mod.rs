@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde_json::Value as Json;
 
 use super::{
-    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
-    TargetResult,
+    ApiId, Created, Desired, Found, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+    TargetError, TargetResult,
 };
 use crate::event::Attributes;
 use crate::http::{HttpClient, HttpRequest, HttpResponse};
@@ -89,15 +89,22 @@ impl RestTarget {
         classify(op, resp)
     }
 
-    /// Every item of a list operation, page by page.
-    async fn list_items(&self, op: &Operation, vars: &Vars<'_>) -> TargetResult<Vec<Json>> {
+    /// Hands every item of a list operation to `each`, page by page, with its
+    /// index in the whole list; no page is kept once read, so a listing of
+    /// 100,000 accounts holds what `each` keeps of them, not their JSON.
+    async fn for_each_item(
+        &self,
+        op: &Operation,
+        vars: &Vars<'_>,
+        each: &mut (dyn FnMut(usize, &Json) + Send),
+    ) -> TargetResult<()> {
         let items_pointer = op.items.as_deref().unwrap_or_default();
         let first = self.request(op, vars, None)?;
         let mut target = first.path_and_query.clone();
         if let Some(Paging::PageNumber { param, .. }) = &op.paging {
             target = mapping::set_query_param(&target, param, "1");
         }
-        let mut out = Vec::new();
+        let mut index = 0usize;
         let mut seen_links: HashSet<String> = HashSet::from([target.clone()]);
         let (mut page, mut offset) = (1u64, 0u64);
         if let Some(Paging::Offset { start, .. }) = &op.paging {
@@ -130,7 +137,10 @@ impl RestTarget {
             let page_items = mapping::items(&json, items_pointer)
                 .map_err(|e| TargetError::permanent(format!("{}: {e}", op.name)))?;
             let count = page_items.len() as u64;
-            out.extend(page_items.iter().cloned());
+            for item in page_items {
+                each(index, item);
+                index += 1;
+            }
             let more = match &op.paging {
                 None => false,
                 Some(Paging::PageNumber { param, last_page }) => {
@@ -176,7 +186,7 @@ impl RestTarget {
                 },
             };
             if !more {
-                return Ok(out);
+                return Ok(());
             }
         }
         Err(TargetError::permanent(format!(
@@ -185,19 +195,53 @@ impl RestTarget {
         )))
     }
 
-    /// The accounts of a list operation (`accounts.list`, `groups.members`).
+    /// The accounts of a list operation (`accounts.list`, `groups.members`),
+    /// each compared with its subject's desired state when `desired` has one.
     async fn list_accounts_of(
         &self,
         op: &Operation,
         vars: &Vars<'_>,
+        desired: Option<Desired<'_>>,
     ) -> TargetResult<Vec<RemoteAccount>> {
-        let items = self.list_items(op, vars).await?;
-        Ok(mapping::accounts(
-            op.name,
-            &items,
+        let (id, match_pointer) = (
             op.id.as_deref().unwrap_or_default(),
             op.match_pointer.as_deref().unwrap_or_default(),
-        ))
+        );
+        let mut accounts = Vec::new();
+        self.for_each_item(op, vars, &mut |index, item| {
+            let Some(mut account) = mapping::account(op.name, index, item, id, match_pointer)
+            else {
+                return;
+            };
+            if let Some(ctx) = desired.and_then(|d| d(&account.match_value)) {
+                account.in_step = self.in_step(item, &account.api_id, &ctx);
+            }
+            accounts.push(account);
+        })
+        .await?;
+        Ok(accounts)
+    }
+
+    /// Whether the update `ctx` would send changes nothing on `item`, the
+    /// account `api_id` as the target showed it. Without an update body
+    /// there is nothing to compare, so an update is never called needless.
+    fn in_step(&self, item: &Json, api_id: &str, ctx: &SubjectContext) -> bool {
+        let Some(op) = &self.config.accounts.update else {
+            return false;
+        };
+        let Some(body) = &op.body else {
+            return false;
+        };
+        let vars = Vars {
+            api_id: Some(api_id),
+            ..Self::subject_vars(ctx)
+        };
+        // A body that does not render is not equal to anything; the update
+        // itself will say why.
+        match self.config.templates.render_body(body, &vars.context()) {
+            Ok(rendered) => mapping::in_step(&rendered, item, op.compare.as_deref()),
+            Err(_) => false,
+        }
     }
 
     fn subject_vars<'a>(ctx: &'a SubjectContext) -> Vars<'a> {
@@ -290,7 +334,7 @@ impl TargetApi for RestTarget {
         Ok(value.to_string())
     }
 
-    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<Found>> {
         let op = self.op(&self.config.accounts.lookup, "accounts.lookup")?;
         let resp = match self.call(op, &Self::subject_vars(ctx)).await? {
             Answer::Ok(r) => r,
@@ -299,9 +343,13 @@ impl TargetApi for RestTarget {
         };
         let json = resp.json(op.name)?;
         let id = op.id.as_deref().unwrap_or_default();
+        let found = |item: &Json, api_id: String| Found {
+            in_step: self.in_step(item, &api_id, ctx),
+            api_id,
+        };
         let Some(items_pointer) = op.items.as_deref() else {
             return mapping::pointer_text(&json, id)
-                .map(Some)
+                .map(|api_id| Some(found(&json, api_id)))
                 .ok_or_else(|| missing(op, "ID", id));
         };
         // A search: the items matching the subject, or all of them when the
@@ -309,7 +357,7 @@ impl TargetApi for RestTarget {
         let items = mapping::items(&json, items_pointer)
             .map_err(|e| TargetError::permanent(format!("{}: {e}", op.name)))?;
         let wanted = ctx.match_value.to_lowercase();
-        let mut ids: Vec<String> = Vec::new();
+        let mut matches: Vec<(String, &Json)> = Vec::new();
         for item in items {
             if let Some(m) = op.match_pointer.as_deref() {
                 let found = mapping::pointer_text(item, m).map(|v| v.to_lowercase());
@@ -318,14 +366,14 @@ impl TargetApi for RestTarget {
                 }
             }
             match mapping::pointer_text(item, id) {
-                Some(i) if !ids.contains(&i) => ids.push(i),
+                Some(i) if !matches.iter().any(|(seen, _)| *seen == i) => matches.push((i, item)),
                 Some(_) => {}
                 None => tracing::warn!(operation = op.name, "search result has no ID; skipped"),
             }
         }
-        match ids.len() {
+        match matches.len() {
             0 => Ok(None),
-            1 => Ok(ids.pop()),
+            1 => Ok(matches.pop().map(|(api_id, item)| found(item, api_id))),
             n => Err(TargetError::permanent(format!(
                 "{}: {n} accounts match `{}`",
                 op.name, ctx.match_value
@@ -368,20 +416,26 @@ impl TargetApi for RestTarget {
         removal(op, self.call(op, &vars).await?)
     }
 
-    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
+    async fn list_accounts(
+        &self,
+        desired: Option<Desired<'_>>,
+    ) -> TargetResult<Vec<RemoteAccount>> {
         let op = self.op(&self.config.accounts.list, "accounts.list")?;
-        self.list_accounts_of(op, &Vars::default()).await
+        self.list_accounts_of(op, &Vars::default(), desired).await
     }
 
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {
         let op = self.op(&self.config.groups.list, "groups.list")?;
-        let items = self.list_items(op, &Vars::default()).await?;
-        Ok(mapping::groups(
-            op.name,
-            &items,
+        let (id, name) = (
             op.id.as_deref().unwrap_or_default(),
             op.name_pointer.as_deref().unwrap_or_default(),
-        ))
+        );
+        let mut groups = Vec::new();
+        self.for_each_item(op, &Vars::default(), &mut |index, item| {
+            groups.extend(mapping::group(op.name, index, item, id, name));
+        })
+        .await?;
+        Ok(groups)
     }
 
     async fn create_group(&self, name: &str) -> TargetResult<Option<ApiId>> {
@@ -422,7 +476,7 @@ impl TargetApi for RestTarget {
             group_id: Some(group_id),
             ..Vars::default()
         };
-        self.list_accounts_of(op, &vars).await
+        self.list_accounts_of(op, &vars, None).await
     }
 
     async fn add_member(

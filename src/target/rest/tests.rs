@@ -492,16 +492,23 @@ fn list_items_are_read_and_bad_ones_skipped() {
         {"id": "4", "email": "d@x.edu"}
     ]});
     let items = mapping::items(&doc, "/users").unwrap();
+    let accounts: Vec<RemoteAccount> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| mapping::account("accounts.list", i, item, "/id", "/email"))
+        .collect();
     assert_eq!(
-        mapping::accounts("accounts.list", items, "/id", "/email"),
+        accounts,
         vec![
             RemoteAccount {
                 api_id: "1".into(),
-                match_value: "a@x.edu".into()
+                match_value: "a@x.edu".into(),
+                in_step: false,
             },
             RemoteAccount {
                 api_id: "4".into(),
-                match_value: "d@x.edu".into()
+                match_value: "d@x.edu".into(),
+                in_step: false,
             },
         ]
     );
@@ -719,7 +726,8 @@ async fn lookup_finds_absent_and_fails() {
     assert_eq!(
         t.lookup_account(&subject("jdoe@example.edu", &[]))
             .await
-            .ok(),
+            .ok()
+            .map(|found| found.map(|f| f.api_id)),
         Some(Some("42".into()))
     );
     assert_eq!(
@@ -786,7 +794,10 @@ async fn lookup_by_search_picks_the_matching_item() {
         .await;
     let t = &f.target;
     assert_eq!(
-        t.lookup_account(&subject("a&b@x.edu", &[])).await.ok(),
+        t.lookup_account(&subject("a&b@x.edu", &[]))
+            .await
+            .ok()
+            .map(|found| found.map(|f| f.api_id)),
         Some(Some("2".into()))
     );
     assert_eq!(
@@ -921,6 +932,7 @@ fn accounts(ids: std::ops::RangeInclusive<u32>) -> Vec<RemoteAccount> {
     ids.map(|i| RemoteAccount {
         api_id: i.to_string(),
         match_value: format!("user{i}@x.edu"),
+        in_step: false,
     })
     .collect()
 }
@@ -942,7 +954,7 @@ async fn list_follows_page_numbers() {
             .mount(&f.server)
             .await;
     }
-    let listed = f.target.list_accounts().await.unwrap();
+    let listed = f.target.list_accounts(None).await.unwrap();
     assert_eq!(listed, accounts(1..=5));
     assert_eq!(
         received(&f).await,
@@ -967,7 +979,10 @@ async fn list_without_a_page_count_stops_at_an_empty_page() {
             .mount(&f.server)
             .await;
     }
-    assert_eq!(f.target.list_accounts().await.ok(), Some(accounts(1..=2)));
+    assert_eq!(
+        f.target.list_accounts(None).await.ok(),
+        Some(accounts(1..=2))
+    );
     assert_eq!(received(&f).await.len(), 3);
 }
 
@@ -991,7 +1006,10 @@ async fn list_follows_offsets() {
             .mount(&f.server)
             .await;
     }
-    assert_eq!(f.target.list_accounts().await.ok(), Some(accounts(1..=5)));
+    assert_eq!(
+        f.target.list_accounts(None).await.ok(),
+        Some(accounts(1..=5))
+    );
     assert_eq!(
         received(&f).await,
         vec![
@@ -1019,7 +1037,10 @@ async fn offsets_without_a_total_stop_at_a_short_page() {
             .mount(&f.server)
             .await;
     }
-    assert_eq!(f.target.list_accounts().await.ok(), Some(accounts(1..=5)));
+    assert_eq!(
+        f.target.list_accounts(None).await.ok(),
+        Some(accounts(1..=5))
+    );
     let targets: Vec<String> = received(&f).await.into_iter().map(|r| r.1).collect();
     assert_eq!(
         targets,
@@ -1062,7 +1083,10 @@ async fn list_follows_next_links() {
         )
         .mount(&f.server)
         .await;
-    assert_eq!(f.target.list_accounts().await.ok(), Some(accounts(1..=5)));
+    assert_eq!(
+        f.target.list_accounts(None).await.ok(),
+        Some(accounts(1..=5))
+    );
     assert_eq!(
         received(&f).await,
         vec![
@@ -1086,7 +1110,7 @@ async fn next_links_to_another_host_or_in_circles_are_refused() {
         ))
         .mount(&f.server)
         .await;
-    let e = f.target.list_accounts().await.err();
+    let e = f.target.list_accounts(None).await.err();
     assert!(
         matches!(&e, Some(e) if e.class == FailureClass::Permanent && e.message.contains("evil.example.net")),
         "{e:?}"
@@ -1104,7 +1128,7 @@ async fn next_links_to_another_host_or_in_circles_are_refused() {
         )
         .mount(&f.server)
         .await;
-    let e = f.target.list_accounts().await.err();
+    let e = f.target.list_accounts(None).await.err();
     assert!(
         matches!(&e, Some(e) if e.message.contains("repeats")),
         "{e:?}"
@@ -1127,7 +1151,7 @@ async fn a_failing_page_fails_the_whole_list() {
         .respond_with(ResponseTemplate::new(502))
         .mount(&f.server)
         .await;
-    let e = f.target.list_accounts().await.err();
+    let e = f.target.list_accounts(None).await.err();
     assert!(
         matches!(&e, Some(e) if e.is_transient() && e.status == Some(502)),
         "{e:?}"
@@ -1219,11 +1243,13 @@ async fn members_are_listed_with_lowercased_match_values() {
         Some(vec![
             RemoteAccount {
                 api_id: "u1".into(),
-                match_value: "jdoe@example.edu".into()
+                match_value: "jdoe@example.edu".into(),
+                in_step: false,
             },
             RemoteAccount {
                 api_id: "3".into(),
-                match_value: "c@x.edu".into()
+                match_value: "c@x.edu".into(),
+                in_step: false,
             },
         ])
     );
@@ -1309,3 +1335,5 @@ async fn responses_that_do_not_fit_are_permanent_errors() {
         "{e:?}"
     );
 }
+
+mod in_step;

@@ -128,6 +128,87 @@ impl AttrPath {
     }
 }
 
+impl AttrPath {
+    /// The top-level attribute the path is in, as a listing's `attributes`
+    /// parameter names it (`name` for `name.givenName`, the URN path of an
+    /// extension attribute).
+    pub fn attribute(&self) -> String {
+        match self {
+            AttrPath::Core { attr, .. } | AttrPath::MultiValued { attr, .. } => attr.clone(),
+            AttrPath::Extension { urn, attr, .. } => format!("{urn}:{attr}"),
+        }
+    }
+
+    /// The value at this path of a resource as the provider shows it: for a
+    /// multi-valued attribute, of the entry of the path's `type` (else the
+    /// primary entry, else the first); `None` when there is none, or when the
+    /// entry the path makes primary says it is not.
+    pub fn value_in(&self, resource: &Value) -> Option<String> {
+        let sub_of = |holder: &Value, attr: &str, sub: Option<&str>| {
+            let v = get_ci(holder, attr)?;
+            match sub {
+                Some(sub) => scalar(get_ci(v, sub)?),
+                None => scalar(v),
+            }
+        };
+        match self {
+            AttrPath::Core { attr, sub } => sub_of(resource, attr, sub.as_deref()),
+            AttrPath::Extension { urn, attr, sub } => {
+                sub_of(get_ci(resource, urn)?, attr, sub.as_deref())
+            }
+            AttrPath::MultiValued {
+                attr,
+                kind,
+                sub,
+                primary,
+            } => {
+                let entries = get_ci(resource, attr)?.as_array()?;
+                let is_primary = |e: &&Value| get_ci(e, "primary").and_then(Value::as_bool);
+                let entry = match kind {
+                    Some(kind) => entries.iter().find(|e| {
+                        get_ci(e, "type")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| t.eq_ignore_ascii_case(kind))
+                    }),
+                    None => entries
+                        .iter()
+                        .find(|e| is_primary(e) == Some(true))
+                        .or_else(|| entries.first()),
+                }?;
+                if *primary && is_primary(&entry) == Some(false) {
+                    return None;
+                }
+                scalar(get_ci(entry, sub)?)
+            }
+        }
+    }
+}
+
+/// Whether an update would change nothing on `listed`, a User as the
+/// provider showed it: the same userName, active, and at each mapped path
+/// the rendered value. A path that renders empty is left alone by a PATCH;
+/// only a PUT (`clears_empty`), which replaces the whole resource, wants
+/// nothing there. Entries of multi-valued attributes and attributes that no
+/// mapping names are not compared.
+pub fn user_in_step(
+    listed: &Value,
+    user_name: &str,
+    values: &[(&AttrPath, String)],
+    clears_empty: bool,
+) -> bool {
+    let same_name = get_ci(listed, "userName").and_then(scalar).as_deref() == Some(user_name);
+    same_name
+        && is_active(listed)
+        && values.iter().all(|(path, value)| {
+            let value = value.trim();
+            match path.value_in(listed) {
+                _ if value.is_empty() && !clears_empty => true,
+                None => value.is_empty(),
+                Some(have) => have == value,
+            }
+        })
+}
+
 fn has_urn_prefix(path: &str) -> bool {
     path.get(..4)
         .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))

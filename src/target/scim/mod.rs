@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{
-    ApiId, Created, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi, TargetError,
-    TargetResult,
+    ApiId, Created, Desired, Found, RemoteAccount, RemoteGroup, Removal, SubjectContext, TargetApi,
+    TargetError, TargetResult,
 };
 use crate::event::Attributes;
 use crate::http::{HttpClient, HttpRequest, HttpResponse};
@@ -173,6 +173,16 @@ impl ScimTarget {
 
     /// The User resource for a subject: userName, mapped attributes, `active: true`.
     fn user_resource(&self, ctx: &SubjectContext) -> TargetResult<Value> {
+        let (user_name, values) = self.user_values(ctx)?;
+        mapping::build_user(&user_name, &values).map_err(|e| permanent("scim.accounts", e))
+    }
+
+    /// What a subject's User holds: its userName and the rendered value of
+    /// each mapped path (empty when the subject has none).
+    fn user_values(
+        &self,
+        ctx: &SubjectContext,
+    ) -> TargetResult<(String, Vec<(&AttrPath, String)>)> {
         let tctx = template_context(
             &ctx.subject,
             Some(&ctx.match_value),
@@ -192,7 +202,34 @@ impl ScimTarget {
         for m in &self.config.attributes {
             values.push((&m.path, self.render(&m.key, &m.template, &tctx)?));
         }
-        mapping::build_user(&user_name, &values).map_err(|e| permanent("scim.accounts", e))
+        Ok((user_name, values))
+    }
+
+    /// Whether the update `ctx` would send changes nothing on `resource`, the
+    /// User as the provider showed it. A subject whose values do not render
+    /// is never in step: the update will say why.
+    fn in_step(&self, resource: &Value, ctx: &SubjectContext) -> bool {
+        let clears_empty = self.config.update_method == UpdateMethod::Put;
+        self.user_values(ctx).is_ok_and(|(user_name, values)| {
+            mapping::user_in_step(resource, &user_name, &values, clears_empty)
+        })
+    }
+
+    /// The `attributes` an account listing asks for: the match attribute
+    /// (and `active` with `deactivate`); to compare accounts, also what an
+    /// update sets (userName, active and every mapped attribute).
+    fn listed_attributes(&self, compare: bool) -> String {
+        let mut names = vec![self.config.filter_attribute.clone()];
+        if compare || self.config.deprovision == Deprovision::Deactivate {
+            names.push("active".into());
+        }
+        if compare {
+            names.push("userName".into());
+            names.extend(self.config.attributes.iter().map(|m| m.path.attribute()));
+        }
+        let mut seen = HashSet::new();
+        names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+        names.join(",")
     }
 
     /// A listed resource as an account, `None` when it lacks an id or the
@@ -204,6 +241,7 @@ impl ScimTarget {
         Some(RemoteAccount {
             api_id,
             match_value: match_value.to_lowercase(),
+            in_step: false,
         })
     }
 
@@ -236,21 +274,23 @@ impl ScimTarget {
             .map_err(|e| permanent(operation, e))
     }
 
-    async fn list_all(
+    /// Hands every resource of a collection to `each`, page by page; no page
+    /// is kept once read.
+    async fn for_each_resource(
         &self,
         operation: &str,
         collection: &str,
         attributes: Option<&str>,
-    ) -> TargetResult<Vec<Value>> {
+        each: &mut (dyn FnMut(&Value) + Send),
+    ) -> TargetResult<()> {
         let mut paging = Paging::new(self.config.page_size);
-        let mut all = Vec::new();
         while let Some(page) = self
             .next_page(operation, collection, attributes, &mut paging)
             .await?
         {
-            all.extend(page);
+            page.iter().for_each(&mut *each);
         }
-        Ok(all)
+        Ok(())
     }
 
     /// A group's API ID by its displayName, for a create that found it existing.
@@ -354,6 +394,7 @@ impl ScimTarget {
                 out.push(RemoteAccount {
                     api_id: id,
                     match_value,
+                    in_step: false,
                 });
             }
         }
@@ -483,7 +524,7 @@ impl TargetApi for ScimTarget {
         Ok(value)
     }
 
-    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<ApiId>> {
+    async fn lookup_account(&self, ctx: &SubjectContext) -> TargetResult<Option<Found>> {
         const OP: &str = "scim.accounts.lookup";
         if ctx.match_value.is_empty() {
             return Err(permanent(OP, "empty match value"));
@@ -511,7 +552,12 @@ impl TargetApi for ScimTarget {
         match matching.as_slice() {
             [] => Ok(None),
             [one] => mapping::resource_id(one)
-                .map(Some)
+                .map(|api_id| {
+                    Some(Found {
+                        api_id,
+                        in_step: self.in_step(one, ctx),
+                    })
+                })
                 .ok_or_else(|| permanent(OP, "the matching account has no `id`")),
             many => Err(permanent(
                 OP,
@@ -589,37 +635,45 @@ impl TargetApi for ScimTarget {
         }
     }
 
-    async fn list_accounts(&self) -> TargetResult<Vec<RemoteAccount>> {
+    async fn list_accounts(
+        &self,
+        desired: Option<Desired<'_>>,
+    ) -> TargetResult<Vec<RemoteAccount>> {
         const OP: &str = "scim.accounts.list";
-        let attr = &self.config.filter_attribute;
         let deactivating = self.config.deprovision == Deprovision::Deactivate;
-        let attributes = if deactivating {
-            format!("{attr},active")
-        } else {
-            attr.clone()
-        };
-        let resources = self.list_all(OP, USERS, Some(&attributes)).await?;
-        Ok(resources
-            .iter()
+        let attributes = self.listed_attributes(desired.is_some());
+        let mut accounts = Vec::new();
+        self.for_each_resource(OP, USERS, Some(&attributes), &mut |r| {
             // With `deactivate`, an inactive account is already deprovisioned:
             // listing it would have every account sync deactivate it again.
-            .filter(|r| !deactivating || mapping::is_active(r))
-            .filter_map(|r| self.remote_account(r))
-            .collect())
+            if deactivating && !mapping::is_active(r) {
+                return;
+            }
+            let Some(mut account) = self.remote_account(r) else {
+                return;
+            };
+            if let Some(ctx) = desired.and_then(|d| d(&account.match_value)) {
+                account.in_step = self.in_step(r, &ctx);
+            }
+            accounts.push(account);
+        })
+        .await?;
+        Ok(accounts)
     }
 
     async fn list_groups(&self) -> TargetResult<Vec<RemoteGroup>> {
         const OP: &str = "scim.groups.list";
-        let resources = self.list_all(OP, GROUPS, Some("displayName")).await?;
-        Ok(resources
-            .iter()
-            .filter_map(|g| {
-                Some(RemoteGroup {
-                    name: mapping::attribute_value(g, "displayName")?,
-                    api_id: mapping::resource_id(g)?,
-                })
-            })
-            .collect())
+        let mut groups = Vec::new();
+        self.for_each_resource(OP, GROUPS, Some("displayName"), &mut |g| {
+            if let (Some(name), Some(api_id)) = (
+                mapping::attribute_value(g, "displayName"),
+                mapping::resource_id(g),
+            ) {
+                groups.push(RemoteGroup { name, api_id });
+            }
+        })
+        .await?;
+        Ok(groups)
     }
 
     async fn create_group(&self, name: &str) -> TargetResult<Option<ApiId>> {
@@ -668,6 +722,7 @@ impl TargetApi for ScimTarget {
                 (MemberMatch::Display, Some(display)) => out.push(RemoteAccount {
                     api_id: m.value,
                     match_value: display.to_lowercase(),
+                    in_step: false,
                 }),
                 _ => unresolved.push(m.value),
             }

@@ -340,7 +340,7 @@ async fn lookup_filters_by_escaped_user_name() {
     let t = target(&server).await;
 
     assert_eq!(
-        t.lookup_account(&jdoe(&t)).await.unwrap(),
+        t.lookup_account(&jdoe(&t)).await.unwrap().map(|f| f.api_id),
         Some("u1".into())
     );
 
@@ -635,7 +635,8 @@ async fn members_asked_for_one_by_one_read_the_match_attribute() {
         t.list_members("g1").await.unwrap(),
         vec![RemoteAccount {
             api_id: "u1".into(),
-            match_value: "jdoe".into()
+            match_value: "jdoe".into(),
+            in_step: false,
         }]
     );
     let one_by_one: Vec<String> = requests(&server)
@@ -670,7 +671,10 @@ async fn a_custom_match_and_filter_attribute_are_used_together() {
     .await;
     let c = jdoe(&t);
     assert_eq!(c.match_value, "jdoe@example.edu");
-    assert_eq!(t.lookup_account(&c).await.unwrap(), Some("u7".into()));
+    assert_eq!(
+        t.lookup_account(&c).await.unwrap().map(|f| f.api_id),
+        Some("u7".into())
+    );
     let r = only_request(&server).await;
     assert_eq!(
         query_map(&r)["filter"],
@@ -694,7 +698,7 @@ async fn list_accounts_pages_past_short_pages_without_items_per_page() {
         .await;
     let t = target_with(&server, "[scim]\npage_size = 3").await;
 
-    let accounts = t.list_accounts().await.unwrap();
+    let accounts = t.list_accounts(None).await.unwrap();
 
     let matches: Vec<&str> = accounts.iter().map(|a| a.match_value.as_str()).collect();
     assert_eq!(
@@ -728,7 +732,7 @@ async fn list_without_total_results_stops_at_an_empty_page() {
         .mount(&server)
         .await;
     let t = target_with(&server, "[scim]\npage_size = 2").await;
-    assert_eq!(t.list_accounts().await.unwrap().len(), 5);
+    assert_eq!(t.list_accounts(None).await.unwrap().len(), 5);
     // 1-2, 3-4, 5, then the empty page at 6.
     assert_eq!(requests(&server).await.len(), 4);
 }
@@ -739,7 +743,7 @@ async fn a_server_ignoring_start_index_is_an_error_not_a_loop() {
     let page = json!({"totalResults": 10, "Resources": [user("u1", "a"), user("u2", "b")]});
     mount(&server, "GET", "/Users", scim(200, page)).await;
     let t = target_with(&server, "[scim]\npage_size = 2").await;
-    let e = t.list_accounts().await.unwrap_err();
+    let e = t.list_accounts(None).await.unwrap_err();
     assert_eq!(e.class, FailureClass::Permanent);
     assert!(e.message.contains("startIndex"), "{}", e.message);
     assert_eq!(requests(&server).await.len(), 2);
@@ -756,7 +760,7 @@ async fn with_deactivate_inactive_accounts_are_not_listed() {
     mount(&server, "GET", "/Users", scim(200, list(users))).await;
     let t = target_with(&server, "[scim]\ndeprovision = \"deactivate\"").await;
     let ids: Vec<String> = t
-        .list_accounts()
+        .list_accounts(None)
         .await
         .unwrap()
         .into_iter()
@@ -1072,11 +1076,13 @@ async fn list_members_joins_ids_with_the_user_listing() {
         [
             RemoteAccount {
                 api_id: "u0002".into(),
-                match_value: "user0002".into()
+                match_value: "user0002".into(),
+                in_step: false,
             },
             RemoteAccount {
                 api_id: "u0004".into(),
-                match_value: "user0004".into()
+                match_value: "user0004".into(),
+                in_step: false,
             },
         ]
     );
@@ -1685,3 +1691,5 @@ fn call_log_templates_keep_the_resource_shape_and_drop_values() {
         assert_eq!(mapping::path_template(path), want, "{path}");
     }
 }
+
+mod in_step;
