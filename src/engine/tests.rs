@@ -37,6 +37,7 @@ use crate::target::{
 
 mod accounts;
 mod caching;
+mod coalescing;
 mod failures;
 mod groups;
 mod guard;
