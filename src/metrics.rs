@@ -71,7 +71,7 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
-            "Events settled, by provisioner, action and result (applied, ignored, dead-lettered, returned)",
+            "Events settled, by provisioner, action and result (applied, ignored, dead-lettered, returned, coalesced)",
             events.clone(),
         );
         let calls = Family::<CallLabels, Counter>::default();

@@ -159,6 +159,8 @@ pub struct MinuteRateView {
     ignored: u64,
     dead_lettered: u64,
     returned: u64,
+    /// Acknowledged with a later event of their subject (coalesced into it).
+    coalesced: u64,
 }
 
 fn state_of(p: &ProvisionerStatus) -> &'static str {
@@ -220,11 +222,11 @@ async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerVie
         .iter()
         .rev()
         .take(5)
-        .map(|m| m.applied + m.ignored + m.dead_lettered)
+        .map(|m| m.applied + m.ignored + m.dead_lettered + m.coalesced)
         .sum();
     let hour_total: u64 = minutes
         .iter()
-        .map(|m| m.applied + m.ignored + m.dead_lettered)
+        .map(|m| m.applied + m.ignored + m.dead_lettered + m.coalesced)
         .sum();
     let hour_dead: u64 = minutes.iter().map(|m| m.dead_lettered).sum();
     ProvisionerView {
@@ -254,6 +256,7 @@ fn minute_view(m: &MinuteRate) -> MinuteRateView {
         ignored: m.ignored,
         dead_lettered: m.dead_lettered,
         returned: m.returned,
+        coalesced: m.coalesced,
     }
 }
 
@@ -365,7 +368,7 @@ pub struct EventsQuery {
     subject: Option<String>,
     /// This group only.
     group: Option<String>,
-    /// `applied`, `ignored`, `dead-lettered` or `returned`.
+    /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
     result: Option<String>,
     /// Settled at or after (RFC 3339).
     from: Option<String>,
@@ -403,7 +406,7 @@ pub struct EventView {
     action: Option<String>,
     group: Option<String>,
     subject: Option<String>,
-    /// `applied`, `ignored`, `dead-lettered` or `returned`.
+    /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
     result: String,
     detail: String,
     attempts: u32,
@@ -488,7 +491,7 @@ pub(super) async fn events(
         Some(r) => Some(r.parse::<EventResult>().map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "`result` is one of applied, ignored, dead-lettered, returned",
+                "`result` is one of applied, ignored, dead-lettered, returned, coalesced",
             )
         })?),
     };

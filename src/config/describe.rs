@@ -50,6 +50,7 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
         "timeout_s": p.timeout.as_secs(),
         "max_response_bytes": p.max_response_bytes,
         "concurrency": p.concurrency,
+        "coalesce": p.coalesce,
         "retry": {
             "max_attempts": p.retry.max_attempts,
             "max_elapsed_s": p.retry.max_elapsed.as_secs(),

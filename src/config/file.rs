@@ -248,6 +248,12 @@ pub struct ProvisionerFile {
     /// Events applied at once (different subjects only; one subject's events stay in order).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Coalesce a backlog: when several add/update/delete events of one
+    /// subject and group wait, apply only the last one's effect and
+    /// acknowledge them all after it. Off where a subject's match value can
+    /// change between its events.
+    #[serde(default = "default_coalesce")]
+    pub coalesce: bool,
     /// 0: one queue. N > 0: a consistent-hash exchange named `queue` spreads
     /// events by subject over N queues `<queue>.0` .. `<queue>.<N-1>`, each
     /// with a single active consumer, so several worker processes keep
@@ -290,6 +296,9 @@ fn default_max_response_bytes() -> usize {
 }
 fn default_concurrency() -> usize {
     8
+}
+fn default_coalesce() -> bool {
+    true
 }
 
 /// `kind`: which adapter talks to the target.

@@ -199,6 +199,8 @@ pub struct ProvisionerConfig {
     pub timeout: Duration,
     pub max_response_bytes: usize,
     pub concurrency: usize,
+    /// Waiting events of one subject and group applied as one (`worker::coalesce`).
+    pub coalesce: bool,
     pub partitions: u16,
     pub retry: RetryPolicy,
     pub kind: KindConfig,

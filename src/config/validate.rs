@@ -204,6 +204,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
         timeout: Duration::from_secs(f.timeout_s),
         max_response_bytes: f.max_response_bytes,
         concurrency: f.concurrency,
+        coalesce: f.coalesce,
         partitions: f.partitions,
         retry,
         kind: kind?,

@@ -40,6 +40,7 @@ use crate::target::{
 
 mod accounts;
 mod caching;
+mod coalescing;
 mod failures;
 mod groups;
 mod guard;

@@ -162,16 +162,21 @@ pub enum EventResult {
     DeadLettered,
     /// Given back to the broker for a later delivery.
     Returned,
+    /// Acknowledged with a later event of its subject whose effect stood
+    /// for both (backlog coalescing).
+    Coalesced,
 }
 
 impl EventResult {
-    /// The stored spelling: `applied`, `ignored`, `dead-lettered`, `returned`.
+    /// The stored spelling: `applied`, `ignored`, `dead-lettered`, `returned`,
+    /// `coalesced`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventResult::Applied => "applied",
             EventResult::Ignored => "ignored",
             EventResult::DeadLettered => "dead-lettered",
             EventResult::Returned => "returned",
+            EventResult::Coalesced => "coalesced",
         }
     }
 }
@@ -191,6 +196,7 @@ impl FromStr for EventResult {
             "ignored" => Ok(EventResult::Ignored),
             "dead-lettered" => Ok(EventResult::DeadLettered),
             "returned" => Ok(EventResult::Returned),
+            "coalesced" => Ok(EventResult::Coalesced),
             other => Err(format!("unknown result `{other}`")),
         }
     }

@@ -732,6 +732,7 @@ fn cursors_round_trip_and_results_parse() {
         EventResult::Ignored,
         EventResult::DeadLettered,
         EventResult::Returned,
+        EventResult::Coalesced,
     ] {
         assert_eq!(result.as_str().parse::<EventResult>().unwrap(), result);
         assert_eq!(

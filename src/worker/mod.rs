@@ -16,6 +16,7 @@ use crate::engine::Provisioner;
 use crate::journal::Journal;
 use crate::metrics::{Metrics, Sample, SampleKind, SampleSource};
 
+pub mod coalesce;
 mod consumer;
 pub mod order;
 pub mod status;
@@ -31,6 +32,9 @@ pub enum Verdict {
     /// Given back to the broker unsettled: its target is down. It comes
     /// again later.
     Returned,
+    /// Acknowledged with a later event of its subject, whose effect stands
+    /// for both (`coalesce`).
+    Coalesced,
 }
 
 impl Verdict {
@@ -40,6 +44,7 @@ impl Verdict {
             Verdict::Ignored => "ignored",
             Verdict::DeadLettered => "dead-lettered",
             Verdict::Returned => "returned",
+            Verdict::Coalesced => "coalesced",
         }
     }
 }
@@ -179,6 +184,7 @@ impl Worker {
                     metrics: self.metrics.clone(),
                     calls: self.metrics.calls_of(&config.name),
                     journal: self.journal.clone(),
+                    coalescing: coalesce::Coalescing::of(&config),
                 };
                 let span = tracing::info_span!("consumer", provisioner = %config.name, %queue);
                 let stop = shutdown.clone();

@@ -43,7 +43,8 @@ pub fn locks_of(event: &Event) -> Locks {
     }
 }
 
-fn conflicts(a: &Locks, b: &Locks) -> bool {
+/// Whether two events may not run at the same time (nor pass each other).
+pub fn conflicts(a: &Locks, b: &Locks) -> bool {
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     small.iter().any(|(k, m)| {
         large
@@ -119,6 +120,66 @@ impl<T> OrderedQueue<T> {
                     self.running = self.running.saturating_sub(1);
                 }
             }
+        }
+    }
+
+    /// The items waiting behind the (started) item `ticket`, oldest first,
+    /// each with its ticket and locks: where the item's run is taken from
+    /// (`worker::coalesce`).
+    pub fn waiting_after(&self, ticket: u64) -> impl Iterator<Item = (u64, &Locks, &T)> {
+        let start = self
+            .entries
+            .iter()
+            .position(|e| e.ticket == ticket)
+            .map_or(self.entries.len(), |p| p + 1);
+        self.entries
+            .iter()
+            .skip(start)
+            .filter_map(|e| e.item.as_ref().map(|item| (e.ticket, &e.locks, item)))
+    }
+
+    /// Removes the waiting items of these tickets, oldest first: they join
+    /// a run that has started. Safe for order: each of them conflicts with
+    /// the run's first item, whose locks every later conflicting item still
+    /// waits for.
+    pub fn take(&mut self, tickets: &[u64]) -> Vec<T> {
+        let mut taken = Vec::with_capacity(tickets.len());
+        self.entries.retain_mut(|e| {
+            if e.item.is_some() && tickets.contains(&e.ticket) {
+                taken.extend(e.item.take());
+                false
+            } else {
+                true
+            }
+        });
+        taken
+    }
+
+    /// Finishes the started item `ticket` by putting `items` in its place,
+    /// waiting, in order: a run that is to be applied one event at a time
+    /// after all. Nothing conflicting came before the item, so the first of
+    /// them may start at once, and everything that waited for the item now
+    /// waits for them.
+    pub fn replace(&mut self, ticket: u64, items: Vec<(Locks, T)>) {
+        let Some(pos) = self.entries.iter().position(|e| e.ticket == ticket) else {
+            return;
+        };
+        if let Some(e) = self.entries.remove(pos) {
+            if e.item.is_none() {
+                self.running = self.running.saturating_sub(1);
+            }
+        }
+        for (i, (locks, item)) in items.into_iter().enumerate() {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            self.entries.insert(
+                pos + i,
+                Entry {
+                    ticket,
+                    locks,
+                    item: Some(item),
+                },
+            );
         }
     }
 
@@ -261,6 +322,32 @@ mod tests {
         q.finish(0);
         let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
         assert_eq!(started, vec!["a2 again"]);
+    }
+
+    #[test]
+    fn a_run_is_taken_from_behind_its_first_item_and_put_back_in_its_place() {
+        let mut q = OrderedQueue::default();
+        q.push(one("a", "g"), "a1");
+        q.push(one("b", "g"), "b1");
+        q.push(one("a", "g"), "a2");
+        q.push(one("a", "g"), "a3");
+        q.push(sync("g"), "sync");
+        let started = q.start_ready(1);
+        assert_eq!(started, vec![(0, "a1")]);
+        let behind: Vec<_> = q.waiting_after(0).map(|(t, _, i)| (t, *i)).collect();
+        assert_eq!(behind, vec![(1, "b1"), (2, "a2"), (3, "a3"), (4, "sync")]);
+        assert_eq!(q.take(&[2, 3]), vec!["a2", "a3"]);
+        assert_eq!(q.len(), 3);
+        assert!(
+            q.start_ready(8).iter().all(|(_, i)| *i == "b1"),
+            "the sync still waits for the run"
+        );
+        q.replace(0, vec![(one("a", "g"), "a1"), (one("a", "g"), "a2")]);
+        let order: Vec<_> = q.waiting().copied().collect();
+        assert_eq!(order, vec!["a1", "a2", "sync"], "in the run's place");
+        assert_eq!(q.running(), 1, "b1");
+        let started: Vec<_> = q.start_ready(8).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(started, vec!["a1"], "a2 and the sync wait for a1");
     }
 
     #[test]

@@ -45,6 +45,7 @@ struct MinuteCounts {
     ignored: u64,
     dead_lettered: u64,
     returned: u64,
+    coalesced: u64,
 }
 
 /// The live state of one provisioner.
@@ -194,6 +195,7 @@ impl ProvisionerStatus {
                 Verdict::Ignored => m.ignored += 1,
                 Verdict::DeadLettered => m.dead_lettered += 1,
                 Verdict::Returned => m.returned += 1,
+                Verdict::Coalesced => m.coalesced += 1,
             }
         }
     }
@@ -229,6 +231,7 @@ impl ProvisionerStatus {
                     ignored: m.ignored,
                     dead_lettered: m.dead_lettered,
                     returned: m.returned,
+                    coalesced: m.coalesced,
                 }
             })
             .collect()
@@ -274,6 +277,8 @@ pub struct MinuteRate {
     pub ignored: u64,
     pub dead_lettered: u64,
     pub returned: u64,
+    /// Acknowledged with a later event of the subject (coalesced into it).
+    pub coalesced: u64,
 }
 
 /// Unix milliseconds as RFC 3339 UTC.

@@ -184,8 +184,20 @@ fn the_demo_runs_through_the_broker_and_shows_the_final_state() {
         1,
         "one invalid event: {stdout}"
     );
-    assert_eq!(stdout.matches(" applied ").count(), 6, "{stdout}");
-    assert_eq!(stdout.matches(" ignored ").count(), 2, "{stdout}");
+    // An outcome line: `  5. applied       demo-4  update ...`. Events of
+    // one subject that wait together may be coalesced into the last one.
+    let verdicts: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.trim_start().split_once(". ")?;
+            n.parse::<u32>().ok()?;
+            rest.split_whitespace().next()
+        })
+        .collect();
+    let count = |v: &str| verdicts.iter().filter(|&&x| x == v).count();
+    assert_eq!(count("applied") + count("coalesced"), 6, "{stdout}");
+    assert!(count("applied") >= 5, "{stdout}");
+    assert_eq!(count("ignored"), 2, "{stdout}");
     assert!(stdout.contains("user  jdoe@example.edu"), "{stdout}");
     assert!(stdout.contains("members: asmith@example.edu"), "{stdout}");
     assert!(

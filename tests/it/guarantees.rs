@@ -7,8 +7,12 @@
 //!
 //! Ordering is checked on the target's request log: subject `s` gets events
 //! setting givenName to "v1", "v2", .., "vK", and the create/update bodies
-//! the target accepted for `s`, repeats (redeliveries) aside, must read
-//! exactly 1, 2, .., K.
+//! the target accepted for `s`, repeats (redeliveries) aside, must rise to
+//! K. Versions may be left out: waiting events of a subject are coalesced
+//! into their last (docs/events.md). A version may come again after a later
+//! one only where the test broke the worker's hold on its deliveries (a
+//! kill, a connection closed): a run applied but not acknowledged comes back
+//! whole and may then start with its first event alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -148,10 +152,16 @@ async fn wait_all_at(
 }
 
 /// The target holds exactly `subjects`, each at version `last`, and each
-/// subject's accepted versions (consecutive repeats aside) are 1..=last:
-/// nothing lost, nothing applied out of order.
-async fn assert_sequences_applied(mock: &MockTarget, subjects: &[String], last: u32) {
-    assert_sequences_applied_after(mock, subjects, last, None).await
+/// subject's accepted versions (consecutive repeats aside) rise to `last`,
+/// going back at most `breaks` times (once per break of the worker's hold
+/// on its deliveries): nothing lost, nothing applied out of order.
+async fn assert_sequences_applied(
+    mock: &MockTarget,
+    subjects: &[String],
+    last: u32,
+    breaks: usize,
+) {
+    assert_sequences_applied_after(mock, subjects, last, breaks, None).await
 }
 
 /// [`assert_sequences_applied`], for a target that left the requests
@@ -160,6 +170,7 @@ async fn assert_sequences_applied_after(
     mock: &MockTarget,
     subjects: &[String],
     last: u32,
+    breaks: usize,
     hung_until: Option<std::time::Instant>,
 ) {
     // The mock changes its state before it records the answer's status: let answers land.
@@ -191,16 +202,22 @@ async fn assert_sequences_applied_after(
         );
     }
     let accepted = accepted_versions(mock);
-    let want_seq: Vec<u32> = (1..=last).collect();
     for s in subjects {
         let raw = accepted.get(&mail(s)).cloned().unwrap_or_default();
         let mut seq = raw.clone();
         seq.dedup();
-        assert_eq!(
-            seq, want_seq,
-            "{s}: versions accepted by the target, in arrival order: {raw:?}"
+        let back = seq.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(
+            back <= breaks && seq.last() == Some(&last),
+            "{s}: versions accepted by the target, in arrival order: {raw:?} \
+             (going back {back} times, {breaks} allowed)"
         );
     }
+}
+
+/// Applied, or coalesced into a later event of its subject that was.
+fn took_effect(o: &OutcomeRecord) -> bool {
+    matches!(o.verdict, Verdict::Applied | Verdict::Coalesced)
 }
 
 fn json_messages(events: &[Value]) -> Vec<(Vec<u8>, BasicProperties)> {
@@ -402,7 +419,7 @@ async fn kill_9_in_the_middle_then_a_restart_loses_nothing() {
         &second.log_text(),
     )
     .await;
-    assert_sequences_applied(&mock, &subjects, 5).await;
+    assert_sequences_applied(&mock, &subjects, 5, 1).await;
     // The first worker died holding unacknowledged deliveries; the broker gave them to the second.
     let redelivered = second
         .outcomes()
@@ -440,7 +457,8 @@ async fn kill_9_in_the_middle_then_a_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_drops_and_a_broker_app_restart_lose_nothing_and_keep_order() {
     let _broker = exclusive().await;
-    let mut h = Harness::start("account_sync_rate_limit_ms = 12\nconcurrency = 4").await;
+    // Paced so that both breaks land mid-stream, coalescing or not.
+    let mut h = Harness::start("account_sync_rate_limit_ms = 40\nconcurrency = 4").await;
     let (subjects, events) = sequences("b", 60, 10);
     let total = events.len() as u32;
     publish_pipelined(&h.channel, &h.queue, &json_messages(&events)).await;
@@ -476,9 +494,9 @@ async fn connection_drops_and_a_broker_app_restart_lose_nothing_and_keep_order()
         "after the broker came back",
     )
     .await;
-    assert_sequences_applied(&h.mock, &subjects, 10).await;
+    assert_sequences_applied(&h.mock, &subjects, 10, 2).await;
     let outcomes = drain_outcomes(&mut h);
-    assert!(outcomes.iter().all(|o| o.verdict == Verdict::Applied));
+    assert!(outcomes.iter().all(took_effect));
     let redelivered = outcomes.iter().filter(|o| o.redelivered).count();
     assert!(
         redelivered > 0,
@@ -523,17 +541,15 @@ async fn a_window_of_500s_is_retried_with_backoff_and_everything_applies_in_orde
     publish_pipelined(&h.channel, &h.queue, &json_messages(&events)).await;
     let outcomes = collector.await.unwrap();
     assert_eq!(outcomes.len(), events.len(), "{outcomes:#?}");
-    let not_applied: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o.verdict != Verdict::Applied)
-        .collect();
+    let not_applied: Vec<_> = outcomes.iter().filter(|o| !took_effect(o)).collect();
     assert!(not_applied.is_empty(), "{not_applied:#?}");
-    assert_sequences_applied(&h.mock, &subjects, 5).await;
+    assert_sequences_applied(&h.mock, &subjects, 5, 0).await;
 
     let requests = h.mock.requests();
     let failed = requests.iter().filter(|r| r.status == Some(500)).count();
     assert_eq!(failed, failures, "every scripted failure was met");
-    let retries: u32 = outcomes.iter().map(|o| o.attempts - 1).sum();
+    // A coalesced event made no attempt of its own (0).
+    let retries: u32 = outcomes.iter().map(|o| o.attempts.saturating_sub(1)).sum();
     assert_eq!(
         retries as usize, failures,
         "exactly one retry per failed call"
@@ -688,8 +704,8 @@ async fn a_permanently_failing_subject_is_dead_lettered_while_a_thousand_others_
     assert_eq!(b.attempts, 1, "a 400 is not retried");
     assert!(b.detail.contains("400"), "{}", b.detail);
     assert_eq!(others.len(), 1000);
-    assert!(others.iter().all(|o| o.verdict == Verdict::Applied));
-    assert_sequences_applied(&h.mock, &subjects, 2).await;
+    assert!(others.iter().all(|o| took_effect(o)));
+    assert_sequences_applied(&h.mock, &subjects, 2, 0).await;
 
     let parked = h.dead_letters().await;
     assert_eq!(parked.len(), 1);
@@ -1011,7 +1027,15 @@ async fn ten_thousand_random_and_mutated_bodies_are_each_accounted_for() {
     );
     let wrong: Vec<String> = by_index
         .iter()
-        .filter(|(i, v)| matches!(expect[**i], Expect::Is(want) if want != v[0]))
+        .filter(|(i, v)| {
+            // Coalesced into a later event of its subject that was applied:
+            // an event that is, or (an unmanaged login's, merged into a
+            // mutated event of the same subject whose mail is managed) one
+            // that alone would have changed nothing.
+            let coalesced = v[0] == Verdict::Coalesced;
+            matches!(expect[**i], Expect::Is(want)
+                if want != v[0] && !(coalesced && matches!(want, Verdict::Applied | Verdict::Ignored)))
+        })
         .take(10)
         .map(|(i, v)| {
             let b = &messages[*i].0;
@@ -1031,7 +1055,7 @@ async fn ten_thousand_random_and_mutated_bodies_are_each_accounted_for() {
 
     let count = |verdict: Verdict| outcomes.iter().filter(|o| o.verdict == verdict).count();
     let (applied, ignored, dead) = (
-        count(Verdict::Applied),
+        count(Verdict::Applied) + count(Verdict::Coalesced),
         count(Verdict::Ignored),
         count(Verdict::DeadLettered),
     );
@@ -1155,10 +1179,7 @@ async fn the_same_events_delivered_twice_give_the_same_state() {
         publish_pipelined(&h.channel, &h.queue, &json_messages(&batch)).await;
         let outcomes = collector.await.unwrap();
         assert_eq!(outcomes.len(), batch.len(), "pass {pass}");
-        let failed: Vec<_> = outcomes
-            .iter()
-            .filter(|o| o.verdict != Verdict::Applied)
-            .collect();
+        let failed: Vec<_> = outcomes.iter().filter(|o| !took_effect(o)).collect();
         assert!(failed.is_empty(), "pass {pass}: {failed:#?}");
         states.push(normalized_state(&h.mock));
     }
@@ -1247,7 +1268,7 @@ async fn two_processes_on_partitioned_queues_keep_per_subject_order() {
         &b.log_text(),
     )
     .await;
-    assert_sequences_applied(&mock, &subjects, 25).await;
+    assert_sequences_applied(&mock, &subjects, 25, 1).await;
 
     let (by_a, by_b) = (a.outcomes().len(), b.outcomes().len());
     assert!(
@@ -1358,7 +1379,7 @@ async fn sigterm_drains_and_exits_0_and_a_restart_applies_the_rest() {
         mock.users().len(),
         again.log_text()
     );
-    assert_sequences_applied(&mock, &subjects, 1).await;
+    assert_sequences_applied(&mock, &subjects, 1, 0).await;
     again.sigterm();
     let status = again.wait_exit(Duration::from_secs(grace + 10)).await;
     assert!(status.is_some_and(|s| s.code() == Some(0)), "{status:?}");
@@ -1508,7 +1529,7 @@ async fn an_outage_longer_than_every_budget_parks_nothing_and_holds_nothing() {
         "after the outage",
     )
     .await;
-    assert_sequences_applied_after(&h.mock, &subjects, 3, Some(cleared)).await;
+    assert_sequences_applied_after(&h.mock, &subjects, 3, 1, Some(cleared)).await;
     let conn = connect().await;
     let ch = conn.create_channel().await.unwrap();
     let parked = take_all(&ch, &format!("{queue}.dead")).await;

@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod amqps;
 mod cli;
+mod coalesce;
 mod dead_letters;
 mod delivery;
 mod docs;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::Pending;
+use super::Run;
 use crate::call_log::CallLog;
 use crate::engine::retry::Attempts;
 use crate::engine::ApplyError;
@@ -25,28 +25,28 @@ pub(super) enum Finished {
 pub(super) type TaskResult = (u64, Finished, CallLog);
 
 /// The events being applied: their tasks, and their deliveries kept here, in
-/// the loop, so that even a task that panics leaves its delivery settleable.
+/// the loop, so that even a task that panics leaves its deliveries settleable.
 #[derive(Default)]
 pub(super) struct InFlight {
     tasks: JoinSet<TaskResult>,
-    deliveries: HashMap<u64, Pending>,
+    deliveries: HashMap<u64, Run>,
     tickets: HashMap<tokio::task::Id, u64>,
 }
 
 type Joined = Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>;
 
-/// A finished event with its delivery.
-pub(super) type Done = (u64, Pending, Finished, CallLog);
+/// A finished task with its run's deliveries.
+pub(super) type Done = (u64, Run, Finished, CallLog);
 
 impl InFlight {
-    /// Runs an event's task; its delivery stays here, in the loop.
-    pub(super) fn spawn<F>(&mut self, ticket: u64, pending: Pending, task: F)
+    /// Runs a run's task; its deliveries stay here, in the loop.
+    pub(super) fn spawn<F>(&mut self, ticket: u64, run: Run, task: F)
     where
         F: std::future::Future<Output = TaskResult> + Send + 'static,
     {
         let handle = self.tasks.spawn(task);
         self.tickets.insert(handle.id(), ticket);
-        self.deliveries.insert(ticket, pending);
+        self.deliveries.insert(ticket, run);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -99,8 +99,8 @@ impl InFlight {
             }
         };
         let ticket = self.tickets.remove(&id)?;
-        let pending = self.deliveries.remove(&ticket)?;
-        Some((ticket, pending, finished, calls))
+        let run = self.deliveries.remove(&ticket)?;
+        Some((ticket, run, finished, calls))
     }
 
     pub(super) fn abort_all(&mut self) {

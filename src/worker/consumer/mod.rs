@@ -8,6 +8,10 @@
 //! broker unacknowledged. It is returned when the target is down (the session
 //! ends and the connection's close hands everything back, in order) and when
 //! it has waited so long that the broker's acknowledgement timeout nears.
+//!
+//! An event that starts takes with it the events of its subject waiting
+//! behind it that [`Coalescing`] lets join its run: one task applies the
+//! run's last event, and the run's deliveries are settled together.
 
 mod in_flight;
 mod settlement;
@@ -15,7 +19,7 @@ mod settlement;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::coalesce::Coalescing;
 use super::order::{locks_of, OrderedQueue};
 use super::status::{now_ms, ConsumerState, ProvisionerStatus};
 use super::{OutcomeRecord, Verdict};
@@ -41,9 +46,9 @@ use crate::event::{self, Event};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 
-use in_flight::{Finished, InFlight};
+use in_flight::{Done, Finished, InFlight};
 pub(super) use settlement::RefusedParks;
-use settlement::{ack, park, report, settle};
+use settlement::{ack, park, report, settle, Settled};
 
 #[derive(Clone)]
 pub(super) struct ConsumerContext {
@@ -66,6 +71,8 @@ pub(super) struct ConsumerContext {
     pub calls: Arc<dyn CallObserver>,
     /// Where outcomes are kept, when a journal is configured.
     pub journal: Option<Journal>,
+    /// Which waiting events may be coalesced into one effect.
+    pub coalescing: Coalescing,
 }
 
 enum SessionEnd {
@@ -82,6 +89,29 @@ struct Pending {
     delivery: Delivery,
     event: Arc<Event>,
     received: Instant,
+    /// Applied on its own, never coalesced: it was in a run that failed
+    /// permanently, and is now applied one by one with the rest of it.
+    alone: bool,
+}
+
+/// What one task applies: one event, or a run of one subject's events
+/// coalesced into its last (`worker::coalesce`), oldest first.
+struct Run {
+    /// The events whose effect the last one's stands for; often none.
+    coalesced: Vec<Pending>,
+    /// The event applied.
+    last: Pending,
+}
+
+impl Run {
+    /// When the run's earliest event was received: the hold limit and the
+    /// retry budget count from there, as for that event alone.
+    fn received(&self) -> Instant {
+        self.coalesced
+            .iter()
+            .map(|p| p.received)
+            .fold(self.last.received, Instant::min)
+    }
 }
 
 /// Consumes until `shutdown`, reconnecting whenever the broker goes away and
@@ -223,9 +253,8 @@ async fn session(
                 );
                 break SessionEnd::Stood;
             }
-            Some((ticket, pending, finished, calls)) = running.next(), if !running.is_empty() => {
-                queue.finish(ticket);
-                match settle(ctx, &broker, pending, finished, calls).await {
+            Some(done) = running.next(), if !running.is_empty() => {
+                match conclude(ctx, &broker, &mut queue, done).await {
                     Ok(None) => {}
                     Ok(Some(reason)) => {
                         ctx.health.mark_down(reason);
@@ -244,6 +273,30 @@ async fn session(
                 Some(Ok(delivery)) => {
                     if let Err(e) = accept(ctx, &broker, &mut queue, delivery).await {
                         break SessionEnd::Lost(e.to_string());
+                    }
+                    // The deliveries already here join the queue before
+                    // anything starts, so that a subject's backlog is one
+                    // run rather than its first event and then the rest.
+                    // Taking them waits for nothing.
+                    let mut lost = None;
+                    for _ in 0..ctx.amqp.prefetch {
+                        let Some(more) = consumer.next().now_or_never() else {
+                            break;
+                        };
+                        let accepted = match more {
+                            Some(Ok(delivery)) => accept(ctx, &broker, &mut queue, delivery)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Err("the broker ended the consumer".into()),
+                        };
+                        if let Err(e) = accepted {
+                            lost = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(reason) = lost {
+                        break SessionEnd::Lost(reason);
                     }
                     start_ready(ctx, &mut queue, &mut running);
                 }
@@ -271,9 +324,8 @@ async fn settle_finished(
     queue: &mut OrderedQueue<Pending>,
     running: &mut InFlight,
 ) {
-    while let Some((ticket, pending, finished, calls)) = running.try_next() {
-        queue.finish(ticket);
-        if let Err(e) = settle(ctx, broker, pending, finished, calls).await {
+    while let Some(done) = running.try_next() {
+        if let Err(e) = conclude(ctx, broker, queue, done).await {
             tracing::warn!(error = %e, "could not settle an event; it goes back to the queue");
             break;
         }
@@ -351,6 +403,7 @@ async fn accept(
                     delivery,
                     event: Arc::new(event),
                     received,
+                    alone: false,
                 },
             );
             Ok(())
@@ -388,9 +441,55 @@ async fn accept(
     }
 }
 
+/// Settles a finished task's run and releases its place in the queue, or,
+/// for a run to be applied one event at a time after all, puts its events
+/// back in that place. Returns the reason when everything held must go back
+/// to the broker (the target is down).
+async fn conclude(
+    ctx: &ConsumerContext,
+    broker: &Broker<'_>,
+    queue: &mut OrderedQueue<Pending>,
+    (ticket, run, finished, calls): Done,
+) -> Result<Option<String>, AmqpError> {
+    match settle(ctx, broker, run, finished, calls).await? {
+        Settled::Done => {
+            queue.finish(ticket);
+            Ok(None)
+        }
+        Settled::GiveBack(reason) => {
+            queue.finish(ticket);
+            Ok(Some(reason))
+        }
+        Settled::OneByOne(events) => {
+            let items = events
+                .into_iter()
+                .map(|mut p| {
+                    p.alone = true;
+                    (locks_of(&p.event), p)
+                })
+                .collect();
+            queue.replace(ticket, items);
+            Ok(None)
+        }
+    }
+}
+
 fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut InFlight) {
     let ready = queue.start_ready(ctx.config.concurrency);
-    for (ticket, pending) in ready {
+    for (ticket, first) in ready {
+        let mut coalesced =
+            ctx.coalescing
+                .take_run(queue, ticket, &first, |p| &*p.event, |p| p.alone);
+        let run = match coalesced.pop() {
+            Some(last) => {
+                coalesced.insert(0, first);
+                Run { coalesced, last }
+            }
+            None => Run {
+                coalesced,
+                last: first,
+            },
+        };
         let provisioner = ctx.provisioner.clone();
         let health = ctx.health.clone();
         let metrics = ctx.metrics.clone();
@@ -400,16 +499,17 @@ fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running
         ctx.status.started();
         let span = tracing::info_span!(
             "event",
-            id = %bounded::label(&pending.event.id),
-            action = %pending.event.action,
-            subject = %bounded::label(&pending.event.subject_label()),
+            id = %bounded::label(&run.last.event.id),
+            action = %run.last.event.action,
+            subject = %bounded::label(&run.last.event.subject_label()),
+            coalesced = run.coalesced.len(),
         );
-        let event = pending.event.clone();
-        let received = pending.received;
+        let event = run.last.event.clone();
+        let received = run.received();
         let hold_ends = received + ctx.amqp.hold_limit();
         running.spawn(
             ticket,
-            pending,
+            run,
             async move {
                 let first_failure = OnceLock::new();
                 let retried = with_retries(
@@ -487,19 +587,16 @@ async fn drain(
     );
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.next()).await {
-            Ok(Some((ticket, pending, finished, calls))) => {
-                queue.finish(ticket);
-                match settle(ctx, broker, pending, finished, calls).await {
-                    Ok(None) => {}
-                    Ok(Some(_)) => {
-                        tracing::info!("an event goes back to the queue: the target is down")
-                    }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "could not settle an event while draining; it stays queued"
-                    ),
+            Ok(Some(done)) => match conclude(ctx, broker, queue, done).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    tracing::info!("an event goes back to the queue: the target is down")
                 }
-            }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not settle an event while draining; it stays queued"
+                ),
+            },
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::in_flight::Finished;
-use super::{Broker, ConsumerContext, Pending};
+use super::{Broker, ConsumerContext, Pending, Run};
 use crate::amqp::{self, AmqpError, DeadLetter, ParkForm};
 use crate::bounded;
 use crate::call_log::CallLog;
@@ -175,73 +175,168 @@ pub(super) async fn park(
     parked
 }
 
-/// Acknowledges an applied event, or parks a failed one then acknowledges
-/// it. Returns the reason when the event must go back to the broker instead
-/// (left unacknowledged: the target is down).
+/// What became of a finished run.
+pub(super) enum Settled {
+    /// Every delivery acknowledged: after the effect, or after its park.
+    Done,
+    /// Left unacknowledged, with the reason: the target is down, and
+    /// everything held goes back to the broker.
+    GiveBack(String),
+    /// A coalesced run failed permanently: its events, unacknowledged, are to
+    /// be applied one at a time, so that each ends as it would have without
+    /// coalescing (the earlier ones applied, the failing one parked alone).
+    /// Parking them all would leave the target short of the earlier ones, and
+    /// a requeue of the letters would only coalesce and fail them again.
+    OneByOne(Vec<Pending>),
+}
+
+/// Whether the event's own content failed (a permanent failure, or a panic
+/// while applying it), as opposed to the target, the clock or the budget.
+fn refused(finished: &Finished) -> bool {
+    matches!(finished, Finished::Attempted(a) if a.result.as_ref().is_err_and(|e| !e.is_transient()))
+}
+
+/// Acknowledges an applied run's deliveries, or parks a failed run's and
+/// then acknowledges them, each in its order. A run's earlier events are
+/// reported as coalesced into the last; its calls are the last's.
 pub(super) async fn settle(
     ctx: &ConsumerContext,
     broker: &Broker<'_>,
-    pending: Pending,
+    run: Run,
     finished: Finished,
     calls: CallLog,
-) -> Result<Option<String>, AmqpError> {
+) -> Result<Settled, AmqpError> {
     ctx.status.finished();
-    let Pending {
-        delivery,
-        event,
-        received,
-    } = pending;
+    let Run { coalesced, last } = run;
+    if !coalesced.is_empty() && refused(&finished) {
+        tracing::warn!(
+            event_id = %bounded::label(&last.event.id),
+            coalesced = coalesced.len(),
+            error = %bounded::detail(&failure_of(&finished)),
+            "a coalesced run failed permanently; its events are applied one at a time"
+        );
+        let mut events = coalesced;
+        events.push(last);
+        return Ok(Settled::OneByOne(events));
+    }
     let hold_limit = ctx.amqp.hold_limit();
     let settlement = decide(&finished, |t| ctx.health.served_since(t), hold_limit);
     let (attempts, api_calls) = match &finished {
         Finished::Attempted(a) => (a.attempts, a.api_calls),
         Finished::Overran { .. } => (0, 0),
     };
-    let (verdict, detail, give_back) = match settlement {
+    let into = bounded::label(&last.event.id).into_owned();
+    let earlier = coalesced.len();
+    let outcome = |p: &Pending, verdict: Verdict, detail: &str| OutcomeRecord {
+        provisioner: ctx.config.name.clone(),
+        event_id: bounded::label(&p.event.id).into_owned(),
+        action: Some(p.event.action.to_string()),
+        group: Some(bounded::label(&p.event.group).into_owned()),
+        subject: Some(bounded::label(&p.event.subject_label()).into_owned()),
+        verdict,
+        detail: bounded::detail(detail).into_owned(),
+        attempts,
+        api_calls: 0,
+        duration: p.received.elapsed(),
+        redelivered: p.delivery.redelivered,
+        at: std::time::SystemTime::now(),
+        calls: CallLog::default(),
+    };
+    // The run's calls were made for its last event: counted once, there.
+    let applied = |record: OutcomeRecord| OutcomeRecord {
+        api_calls,
+        calls: calls.clone(),
+        ..record
+    };
+    match settlement {
         Settlement::Return { reason } => {
             tracing::warn!(
-                event_id = %bounded::label(&event.id),
+                event_id = %into,
+                coalesced = earlier,
                 reason = %bounded::detail(&reason),
                 "not the event's failure: the target is taken for down and the event goes back to the queue"
             );
-            (Verdict::Returned, reason.clone(), Some(reason))
+            // Unacknowledged, every delivery goes back with the session.
+            for p in &coalesced {
+                report(ctx, outcome(p, Verdict::Returned, &reason));
+            }
+            report(ctx, applied(outcome(&last, Verdict::Returned, &reason)));
+            Ok(Settled::GiveBack(reason))
         }
-        Settlement::Ack { verdict, detail } => (verdict, detail, None),
-        Settlement::Park { reason } => {
-            let letter = DeadLetter {
-                provisioner: ctx.config.name.clone(),
-                queue: ctx.queue.clone(),
-                event_id: event.id.clone(),
-                reason: reason.clone(),
-                attempts,
+        Settlement::Ack { verdict, detail } => {
+            for p in &coalesced {
+                ack(&p.delivery).await?;
+                // Each event, applied alone, would have been ignored for the
+                // same reason: same subject, group and match value.
+                let (verdict, detail) = match verdict {
+                    Verdict::Ignored => (
+                        Verdict::Ignored,
+                        format!("coalesced into {into}, which was ignored: {detail}"),
+                    ),
+                    _ => (Verdict::Coalesced, format!("coalesced into {into}")),
+                };
+                // No attempt of its own: the run's attempts are the last's.
+                report(
+                    ctx,
+                    OutcomeRecord {
+                        attempts: 0,
+                        ..outcome(p, verdict, &detail)
+                    },
+                );
+            }
+            ack(&last.delivery).await?;
+            let detail = match earlier {
+                0 => detail,
+                n => format!(
+                    "{detail} (for {} events of the subject: {n} coalesced into this one)",
+                    n + 1
+                ),
             };
-            park(ctx, broker, &delivery, &letter).await?;
-            (Verdict::DeadLettered, reason, None)
+            report(ctx, applied(outcome(&last, verdict, &detail)));
+            Ok(Settled::Done)
         }
-    };
-    // A delivery given back stays unacknowledged: the broker requeues it.
-    if give_back.is_none() {
-        ack(&delivery).await?;
+        Settlement::Park { reason } => {
+            let reason = match earlier {
+                0 => reason,
+                n => format!(
+                    "{reason} (applied once for {} coalesced events of the subject, the last {into}; each is parked)",
+                    n + 1
+                ),
+            };
+            for p in coalesced.iter().chain(std::iter::once(&last)) {
+                let letter = DeadLetter {
+                    provisioner: ctx.config.name.clone(),
+                    queue: ctx.queue.clone(),
+                    event_id: p.event.id.clone(),
+                    reason: reason.clone(),
+                    attempts,
+                };
+                park(ctx, broker, &p.delivery, &letter).await?;
+                ack(&p.delivery).await?;
+                let record = outcome(p, Verdict::DeadLettered, &reason);
+                report(
+                    ctx,
+                    if std::ptr::eq(p, &last) {
+                        applied(record)
+                    } else {
+                        record
+                    },
+                );
+            }
+            Ok(Settled::Done)
+        }
     }
-    report(
-        ctx,
-        OutcomeRecord {
-            provisioner: ctx.config.name.clone(),
-            event_id: bounded::label(&event.id).into_owned(),
-            action: Some(event.action.to_string()),
-            group: Some(bounded::label(&event.group).into_owned()),
-            subject: Some(bounded::label(&event.subject_label()).into_owned()),
-            verdict,
-            detail: bounded::detail(&detail).into_owned(),
-            attempts,
-            api_calls,
-            duration: received.elapsed(),
-            redelivered: delivery.redelivered,
-            at: std::time::SystemTime::now(),
-            calls,
+}
+
+/// The error of a failed attempt, for the log.
+fn failure_of(finished: &Finished) -> String {
+    match finished {
+        Finished::Attempted(a) => match &a.result {
+            Err(e) => e.to_string(),
+            Ok(o) => o.detail.clone(),
         },
-    );
-    Ok(give_back)
+        Finished::Overran { .. } => "overran".to_string(),
+    }
 }
 
 pub(super) async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
@@ -299,6 +394,7 @@ fn journal_entry(r: &OutcomeRecord) -> journal::Entry {
             Verdict::Ignored => journal::EventResult::Ignored,
             Verdict::DeadLettered => journal::EventResult::DeadLettered,
             Verdict::Returned => journal::EventResult::Returned,
+            Verdict::Coalesced => journal::EventResult::Coalesced,
         },
         detail: r.detail.clone(),
         attempts: r.attempts,

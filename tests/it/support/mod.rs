@@ -105,6 +105,8 @@ pub struct Harness {
     pub outcomes: broadcast::Receiver<OutcomeRecord>,
     pub shutdown: CancellationToken,
     pub worker: Option<tokio::task::JoinHandle<()>>,
+    /// A worker built but not started yet ([`Harness::prepare`]).
+    idle: Option<provisioner::worker::Worker>,
     pub channel: Channel,
     _conn: Connection,
     _dir: tempfile::TempDir,
@@ -131,6 +133,19 @@ impl Harness {
         provisioner_text: &str,
         amqp: AmqpConfig,
     ) -> Harness {
+        let mut h = Self::prepare(mock, queue, provisioner_text, amqp).await;
+        h.start_worker();
+        h
+    }
+
+    /// Like [`Harness::start_configured`], with the queue declared but the
+    /// worker not started: publish a backlog, then [`Harness::start_worker`].
+    pub async fn prepare(
+        mock: MockTarget,
+        queue: String,
+        provisioner_text: &str,
+        amqp: AmqpConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.toml");
         std::fs::write(&path, provisioner_text).unwrap();
@@ -143,7 +158,6 @@ impl Harness {
         let worker = provisioner::assembly::worker(cfg).unwrap();
         let outcomes = worker.subscribe();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(shutdown.clone()));
         let conn = connect().await;
         let channel = provisioner::amqp::confirm_channel(&conn).await.unwrap();
         provisioner::amqp::declare_queues(&channel, &queue, &format!("{queue}.dead"))
@@ -154,10 +168,18 @@ impl Harness {
             queue,
             outcomes,
             shutdown,
-            worker: Some(handle),
+            worker: None,
+            idle: Some(worker),
             channel,
             _conn: conn,
             _dir: dir,
+        }
+    }
+
+    /// Starts the worker of [`Harness::prepare`].
+    pub fn start_worker(&mut self) {
+        if let Some(worker) = self.idle.take() {
+            self.worker = Some(tokio::spawn(worker.run(self.shutdown.clone())));
         }
     }
 
