@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod amqps;
+mod bench;
 mod cli;
 mod dead_letters;
 mod delivery;
