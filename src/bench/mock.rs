@@ -152,6 +152,10 @@ struct MockState {
     rate_limited: AtomicU64,
     /// When each request arrived (for the rate measurement).
     arrivals: Mutex<Vec<Instant>>,
+    /// The delays actually slept (tokio's timer rounds up to whole
+    /// milliseconds, so they exceed the latency asked for).
+    delayed_us: AtomicU64,
+    delayed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,6 +223,8 @@ impl MockTarget {
             &s.deletes,
             &s.other,
             &s.rate_limited,
+            &s.delayed_us,
+            &s.delayed,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -274,6 +280,14 @@ impl MockTarget {
         }
     }
 
+    /// The mean time from a request's arrival to the end of its delay,
+    /// since the last reset; `None` when nothing was delayed.
+    pub fn mean_delay(&self) -> Option<Duration> {
+        let count = self.state.delayed.load(Ordering::Relaxed);
+        (count > 0)
+            .then(|| Duration::from_micros(self.state.delayed_us.load(Ordering::Relaxed) / count))
+    }
+
     /// When each request since the last reset arrived, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
         lock(&self.state.arrivals).clone()
@@ -297,6 +311,9 @@ async fn admit(State(state): State<Arc<MockState>>, req: Request, next: Next) ->
     let latency = state.latency_us.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_micros(latency)).await;
+        let slept = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
+        state.delayed_us.fetch_add(slept, Ordering::Relaxed);
+        state.delayed.fetch_add(1, Ordering::Relaxed);
     }
     if !admitted {
         state.rate_limited.fetch_add(1, Ordering::Relaxed);

@@ -215,6 +215,31 @@ impl WorkerProcess {
         }
     }
 
+    /// Context switches so far (voluntary + involuntary), summed over the
+    /// worker's threads (`/proc/<pid>/task/*/status`): each is a thread
+    /// going to sleep or being preempted, what CPU time per event is made
+    /// of when the work comes in small pieces.
+    pub fn context_switches(&self) -> Result<u64, BenchError> {
+        let dir = format!("/proc/{}/task", self.pid);
+        let tasks = std::fs::read_dir(&dir).map_err(|e| BenchError::io(&dir, e))?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            // A thread that ended since the listing has nothing left to count.
+            let Ok(text) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            total += text
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// Peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> Result<u64, BenchError> {
         let path = format!("/proc/{}/status", self.pid);

@@ -42,6 +42,10 @@ pub struct Machine {
     pub broker: String,
     /// Whether the executable was built with optimisations.
     pub release_build: bool,
+    /// The 1-minute load average when the run began and when it ended:
+    /// other work on the machine takes CPU from the measurements.
+    pub load_at_start: Option<f64>,
+    pub load_at_end: Option<f64>,
 }
 
 /// The sizes and settings a run used.
@@ -102,8 +106,16 @@ pub struct WorkerRun {
     pub latency_events: usize,
     /// Worker CPU (user + system) during the run, per event.
     pub cpu_us_per_event: f64,
+    /// The worker's context switches during the run (all threads), per event.
+    pub context_switches_per_event: f64,
     /// The worker process's peak resident memory (VmHWM).
     pub peak_rss_bytes: u64,
+    /// The worker's CPU per second of wall time while it has nothing to do,
+    /// after the run (measurement 3 only).
+    pub idle_cpu_ms_per_s: Option<f64>,
+    /// What the mock's delay came to on average (tokio's timer rounds each
+    /// sleep up to the next millisecond), when there was one.
+    pub mock_mean_delay_ms: Option<f64>,
     /// min(broker limit, target limit / calls per event), when both limits were measured.
     pub ceiling_events_per_s: Option<f64>,
     /// events_per_s / ceiling.
@@ -118,6 +130,11 @@ pub struct HidingRun {
     pub ideal_events_per_s: f64,
     /// events_per_s / ideal.
     pub ratio: f64,
+    /// The ideal with the mock's actual mean delay instead of the latency
+    /// asked for: what is left is the worker's own.
+    pub ideal_at_actual_delay: Option<f64>,
+    /// events_per_s / ideal_at_actual_delay.
+    pub ratio_at_actual_delay: Option<f64>,
 }
 
 /// 5. The original's model against the default.
@@ -197,12 +214,14 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "provisioner bench: {} ({} cores), broker {}, {} build{}",
+            "provisioner bench: {} ({} cores), broker {}, {} build{}; load average {} at start, {} at end",
             m.cpu,
             m.cores,
             m.broker,
             if m.release_build { "release" } else { "debug" },
-            if s.quick { ", --quick" } else { "" }
+            if s.quick { ", --quick" } else { "" },
+            opt(m.load_at_start, 2),
+            opt(m.load_at_end, 2)
         );
         if let Some(b) = &self.broker_limit {
             let _ = writeln!(
@@ -227,7 +246,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "   {:>8} {:>8} {:>9} {:>11} {:>8} {:>8} {:>10} {:>10} {:>9} {:>6}",
+                "   {:>8} {:>8} {:>9} {:>11} {:>8} {:>8} {:>10} {:>11} {:>12} {:>10} {:>9} {:>6}",
                 "subjects",
                 "events",
                 "events/s",
@@ -235,6 +254,8 @@ impl Report {
                 "p50 ms",
                 "p99 ms",
                 "CPU µs/ev",
+                "switches/ev",
+                "idle CPU ms/s",
                 "peak RSS",
                 "ceiling",
                 "ratio"
@@ -242,30 +263,43 @@ impl Report {
             for r in runs {
                 let _ = writeln!(
                     out,
-                    "   {:>8} {:>8} {:>9.0} {:>11.2} {:>8} {:>8} {:>10.0} {:>10} {:>9} {:>6}",
+                    "   {:>8} {:>8} {:>9.0} {:>11.2} {:>8} {:>8} {:>10.0} {:>11.1} {:>12} {:>10} {:>9} {:>6}",
                     r.subjects,
                     r.events,
                     r.events_per_s,
                     r.calls_per_event,
-                    opt(r.latency_from_confirm.map(|q| q.p50_ms), 1),
-                    opt(r.latency_from_confirm.map(|q| q.p99_ms), 1),
+                    opt(r.latency_from_publish.map(|q| q.p50_ms), 1),
+                    opt(r.latency_from_publish.map(|q| q.p99_ms), 1),
                     r.cpu_us_per_event,
+                    r.context_switches_per_event,
+                    opt(r.idle_cpu_ms_per_s, 1),
                     mib(r.peak_rss_bytes),
                     opt(r.ceiling_events_per_s, 0),
                     opt(r.ratio_to_ceiling, 2)
                 );
             }
+            let confirm: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} / {}",
+                        opt(r.latency_from_confirm.map(|q| q.p50_ms), 1),
+                        opt(r.latency_from_confirm.map(|q| q.p99_ms), 1)
+                    )
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "   (latency: {} events published at half the measured rate, publish confirm -> settlement)",
-                runs.first().map_or(0, |r| r.latency_events)
+                "   latency: {} events published at half the measured rate, from basic.publish to the worker's settlement;\n   from the publish confirm instead (p50 / p99 ms): {}",
+                runs.first().map_or(0, |r| r.latency_events),
+                confirm.join(", ")
             );
         }
         if let Some(runs) = &self.latency_hiding {
             let _ = writeln!(out, "\n4. Latency hiding, latency {} ms", s.latency_ms);
             let _ = writeln!(
                 out,
-                "   {:>11} {:>8} {:>7} {:>9} {:>11} {:>9} {:>6} {:>10} {:>10}",
+                "   {:>11} {:>8} {:>7} {:>9} {:>11} {:>9} {:>6} {:>13} {:>10} {:>10} {:>11} {:>10}",
                 "concurrency",
                 "prefetch",
                 "events",
@@ -273,14 +307,17 @@ impl Report {
                 "calls/event",
                 "ideal",
                 "ratio",
+                "mock delay ms",
+                "ratio@delay",
                 "CPU µs/ev",
+                "switches/ev",
                 "peak RSS"
             );
             for h in runs {
                 let r = &h.run;
                 let _ = writeln!(
                     out,
-                    "   {:>11} {:>8} {:>7} {:>9.1} {:>11.2} {:>9.1} {:>6.2} {:>10.0} {:>10}",
+                    "   {:>11} {:>8} {:>7} {:>9.1} {:>11.2} {:>9.1} {:>6.2} {:>13} {:>10} {:>10.0} {:>11.1} {:>10}",
                     r.concurrency,
                     r.prefetch,
                     r.events,
@@ -288,7 +325,10 @@ impl Report {
                     r.calls_per_event,
                     h.ideal_events_per_s,
                     h.ratio,
+                    opt(r.mock_mean_delay_ms, 2),
+                    opt(h.ratio_at_actual_delay, 2),
                     r.cpu_us_per_event,
+                    r.context_switches_per_event,
                     mib(r.peak_rss_bytes)
                 );
             }
@@ -296,10 +336,12 @@ impl Report {
         if let Some(o) = &self.original_model {
             let _ = writeln!(
                 out,
-                "\n5. Original model (prefetch 1, concurrency 1, latency {} ms): {:.1} events/s (ideal {:.1}); default {} events/s, speedup {}",
+                "\n5. Original model (prefetch 1, concurrency 1, latency {} ms): {:.1} events/s (ideal {:.1}), {:.0} CPU µs/event, {:.1} context switches/event; default {} events/s, speedup {}",
                 s.latency_ms,
                 o.run.events_per_s,
                 o.ideal_events_per_s,
+                o.run.cpu_us_per_event,
+                o.run.context_switches_per_event,
                 opt(o.default_events_per_s, 1),
                 opt(o.speedup, 1)
             );

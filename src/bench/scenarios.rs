@@ -159,9 +159,14 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
             };
             let (run, _) = worker_run(ctx, &spec).await?;
             let ideal = f64::from(concurrency) / (run.calls_per_event.max(1e-9) * latency_s);
+            let actual = run.mock_mean_delay_ms.map(|ms| {
+                f64::from(concurrency) / (run.calls_per_event.max(1e-9) * ms.max(1e-3) / 1000.0)
+            });
             runs.push(HidingRun {
                 ratio: run.events_per_s / ideal,
                 ideal_events_per_s: ideal,
+                ratio_at_actual_delay: actual.map(|a| run.events_per_s / a),
+                ideal_at_actual_delay: actual,
                 run,
             });
         }
@@ -206,6 +211,7 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
         }
         report.full_sync = Some(runs);
     }
+    report.machine.load_at_end = load_average();
     Ok(report)
 }
 
@@ -228,7 +234,19 @@ fn machine(o: &BenchOptions) -> Machine {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         broker: crate::redact::redact_url(o.amqp.url.expose()),
         release_build: !cfg!(debug_assertions),
+        load_at_start: load_average(),
+        load_at_end: None,
     }
+}
+
+/// The 1-minute load average.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn subject(k: usize) -> String {
@@ -368,20 +386,24 @@ async fn worker_run(
     )?;
     let consuming = worker.wait_consuming(Duration::from_secs(60)).await?;
     let cpu_before = worker.cpu_time()?;
+    let switches_before = worker.context_switches()?;
     let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
     let counter = mock.clone();
     let settled = worker
         .wait_settled(&ids, STALL, || counter.counts().total())
         .await?;
     let cpu = worker.cpu_time()?.saturating_sub(cpu_before);
+    let switches = worker.context_switches()?.saturating_sub(switches_before);
     let calls = mock.counts();
     let arrivals = mock.arrivals();
+    let mean_delay = mock.mean_delay();
     let last = settled.iter().map(|s| s.at).max().unwrap_or(consuming);
     let seconds = seconds_between(consuming, last).max(1e-6);
     let events_per_s = spec.events as f64 / seconds;
     let not_applied = settled.iter().filter(|s| s.result != "applied").count();
 
     let (mut from_confirm, mut from_publish, mut latency_events) = (None, None, 0);
+    let mut idle_cpu = None;
     if spec.latency_phase {
         let count = (spec.events / 5).max(20);
         let rate = (events_per_s / 2.0).max(1.0);
@@ -403,6 +425,11 @@ async fn worker_run(
         from_confirm = Some(ms(|t| t.1));
         from_publish = Some(ms(|t| t.0));
         latency_events = count;
+        let idle_for = Duration::from_secs_f64((ctx.options.run_seconds / 3.0).clamp(0.3, 2.0));
+        let before = worker.cpu_time()?;
+        tokio::time::sleep(idle_for).await;
+        let idle = worker.cpu_time()?.saturating_sub(before);
+        idle_cpu = Some(idle.as_secs_f64() * 1000.0 / idle_for.as_secs_f64());
     }
     let peak_rss_bytes = worker.peak_rss()?;
     worker.stop().await;
@@ -424,7 +451,10 @@ async fn worker_run(
         latency_from_publish: from_publish,
         latency_events,
         cpu_us_per_event: cpu.as_secs_f64() * 1e6 / spec.events.max(1) as f64,
+        context_switches_per_event: switches as f64 / spec.events.max(1) as f64,
         peak_rss_bytes,
+        idle_cpu_ms_per_s: idle_cpu,
+        mock_mean_delay_ms: mean_delay.map(|d| d.as_secs_f64() * 1000.0),
         ceiling_events_per_s: None,
         ratio_to_ceiling: None,
     };
