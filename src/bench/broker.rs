@@ -62,9 +62,27 @@ impl Broker {
         &self.config
     }
 
+    /// Connects again if the connection or the publishing channel has gone
+    /// between two runs: a shared broker may have every connection closed
+    /// under it (`rabbitmqctl close_all_connections`), and one run's
+    /// numbers do not depend on the bench's own connection.
+    async fn ready(&mut self) -> Result<(), BenchError> {
+        if self.conn.status().connected() && self.channel.status().connected() {
+            return Ok(());
+        }
+        eprintln!("bench: the broker connection had closed; connecting again");
+        let conn = amqp::connect(&self.config, "provisioner:bench")
+            .await
+            .map_err(BenchError::BrokerUnreachable)?;
+        self.channel = amqp::confirm_channel(&conn).await.map_err(broker)?;
+        self.conn = conn;
+        Ok(())
+    }
+
     /// A queue name of this run (never the default `provisioner.example`),
     /// declared with its dead-letter queue, and deleted by [`Broker::cleanup`].
     pub async fn fresh_queue(&mut self, label: &str) -> Result<String, BenchError> {
+        self.ready().await?;
         let queue = format!("provisioner.bench.{}.{label}", self.run_id);
         amqp::declare(&self.conn, &Topology::plain(&queue))
             .await
@@ -75,6 +93,7 @@ impl Broker {
 
     /// Deletes a queue of this run and its dead-letter queue.
     pub async fn delete(&mut self, queue: &str) -> Result<(), BenchError> {
+        self.ready().await?;
         // A channel of its own: a refused delete closes its channel.
         let channel = self.conn.create_channel().await.map_err(lapin_error)?;
         for q in [queue.to_string(), format!("{queue}.dead")] {
@@ -124,7 +143,12 @@ impl Broker {
 
     /// Publishes every message (persistent, mandatory) as fast as the broker
     /// confirms them, a window of confirms outstanding at a time.
-    pub async fn publish_all(&self, queue: &str, messages: &[Message]) -> Result<(), BenchError> {
+    pub async fn publish_all(
+        &mut self,
+        queue: &str,
+        messages: &[Message],
+    ) -> Result<(), BenchError> {
+        self.ready().await?;
         let mut outstanding = std::collections::VecDeque::with_capacity(PUBLISH_WINDOW);
         for m in messages {
             if outstanding.len() >= PUBLISH_WINDOW {
@@ -144,11 +168,12 @@ impl Broker {
     /// returns when each was handed to the broker and when the broker
     /// confirmed it (wall clock, comparable with the worker's log timestamps).
     pub async fn publish_paced(
-        &self,
+        &mut self,
         queue: &str,
         messages: &[Message],
         per_second: f64,
     ) -> Result<Vec<(SystemTime, SystemTime)>, BenchError> {
+        self.ready().await?;
         let spacing = Duration::from_secs_f64(1.0 / per_second.max(0.001));
         let start = tokio::time::Instant::now();
         let mut waiting = Vec::with_capacity(messages.len());
@@ -177,10 +202,11 @@ impl Broker {
 
     /// Publishes one message and returns when the broker confirmed it.
     pub async fn publish_timed(
-        &self,
+        &mut self,
         queue: &str,
         message: &Message,
     ) -> Result<SystemTime, BenchError> {
+        self.ready().await?;
         let confirm = self.publish_one(queue, message).await?;
         confirmed(queue, confirm).await?;
         Ok(SystemTime::now())
@@ -269,7 +295,9 @@ async fn confirmed(queue: &str, confirm: lapin::PublisherConfirm) -> Result<(), 
 }
 
 fn lapin_error(e: lapin::Error) -> BenchError {
-    BenchError::Broker(e.to_string())
+    BenchError::Broker(format!(
+        "{e} (if another process closed every connection of a shared broker, run the benchmark again)"
+    ))
 }
 
 fn broker(e: amqp::AmqpError) -> BenchError {

@@ -45,6 +45,9 @@ pub struct WorkerProcess {
     partial: String,
     /// When the worker logged `consuming`.
     pub consuming_at: Option<SystemTime>,
+    /// `consuming` lines after the first: the worker lost its broker
+    /// connection and reconnected, and what it held was delivered again.
+    pub reconnections: usize,
     settled: HashMap<String, Settled>,
 }
 
@@ -130,6 +133,7 @@ impl WorkerProcess {
             offset: 0,
             partial: String::new(),
             consuming_at: None,
+            reconnections: 0,
             settled: HashMap::new(),
         })
     }
@@ -326,6 +330,7 @@ impl WorkerProcess {
         };
         match text("message").as_str() {
             "consuming" if self.consuming_at.is_none() => self.consuming_at = Some(at),
+            "consuming" => self.reconnections += 1,
             "event" => {
                 let result = text("result");
                 // A delivery given back is delivered again: not settled yet.

@@ -97,6 +97,9 @@ pub struct WorkerRun {
     pub calls_per_event: f64,
     /// Events not applied (parked or ignored): 0 in a sound run.
     pub not_applied: usize,
+    /// Times the worker lost its broker connection during the run (0 in a
+    /// sound run; otherwise the numbers include redeliveries).
+    pub reconnections: usize,
     /// Latency of events published at half the measured rate, from the
     /// publish confirm to the worker's settlement (measurement 3 only).
     pub latency_from_confirm: Option<Quantiles>,
@@ -196,6 +199,9 @@ pub struct SyncRun {
     pub detail: String,
     /// The target ended with exactly the listed subjects, changes made.
     pub target_correct: bool,
+    /// Times the worker lost its broker connection during the sync (0 in a
+    /// sound run; otherwise the sync may have run more than once).
+    pub reconnections: usize,
 }
 
 fn mib(bytes: u64) -> String {
@@ -398,6 +404,27 @@ impl Report {
                     if r.target_correct { "yes" } else { "NO" }
                 );
             }
+        }
+        let interrupted = self
+            .worker
+            .iter()
+            .flatten()
+            .map(|r| r.reconnections)
+            .chain(
+                self.latency_hiding
+                    .iter()
+                    .flatten()
+                    .map(|h| h.run.reconnections),
+            )
+            .chain(self.original_model.iter().map(|o| o.run.reconnections))
+            .chain(self.rate_limit.iter().map(|r| r.run.reconnections))
+            .chain(self.full_sync.iter().flatten().map(|s| s.reconnections))
+            .sum::<usize>();
+        if interrupted > 0 {
+            let _ = writeln!(
+                out,
+                "\nwarning: the worker lost its broker connection {interrupted} time(s) during the runs; their numbers include redeliveries"
+            );
         }
         out
     }

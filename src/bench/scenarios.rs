@@ -432,6 +432,7 @@ async fn worker_run(
         idle_cpu = Some(idle.as_secs_f64() * 1000.0 / idle_for.as_secs_f64());
     }
     let peak_rss_bytes = worker.peak_rss()?;
+    let worker_reconnections = worker.reconnections;
     worker.stop().await;
     ctx.broker.delete(&queue).await?;
     let run = WorkerRun {
@@ -447,6 +448,7 @@ async fn worker_run(
         calls_per_event: calls.total() as f64 / spec.events.max(1) as f64,
         calls,
         not_applied,
+        reconnections: worker_reconnections,
         latency_from_confirm: from_confirm,
         latency_from_publish: from_publish,
         latency_events,
@@ -701,6 +703,7 @@ async fn sync_run(ctx: &mut Ctx<'_>, subjects: usize) -> Result<SyncRun, BenchEr
         .await?;
     let cpu = worker.cpu_time()?.saturating_sub(cpu_before);
     let peak_rss_bytes = worker.peak_rss()?;
+    let reconnections = worker.reconnections;
     worker.stop().await;
     ctx.broker.delete(&queue).await?;
     let calls = mock.counts();
@@ -734,6 +737,7 @@ async fn sync_run(ctx: &mut Ctx<'_>, subjects: usize) -> Result<SyncRun, BenchEr
         result,
         detail,
         target_correct,
+        reconnections,
     })
 }
 
