@@ -111,7 +111,7 @@ impl Broker {
     pub async fn cleanup(mut self) {
         for q in std::mem::take(&mut self.made) {
             if let Err(e) = self.delete(&q).await {
-                tracing::warn!(queue = %q, error = %e, "could not delete a benchmark queue");
+                eprintln!("bench: could not delete the queue `{q}`: {e}");
             }
         }
         let _ = self.conn.close(200, "bench done".into()).await;

@@ -485,6 +485,10 @@ mod tests {
     use super::*;
     use crate::demo::server::Server;
 
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
     async fn served(mock: &MockTarget) -> Server {
         match Server::start(mock.router()).await {
             Ok(s) => s,
@@ -497,7 +501,7 @@ mod tests {
         let mock = MockTarget::new();
         mock.seed([("b@example.edu", "B", "Bee"), ("a@example.edu", "A", "Ay")]);
         let server = served(&mock).await;
-        let http = reqwest::Client::new();
+        let http = client();
         let url = server.url();
 
         let found = http
@@ -570,7 +574,7 @@ mod tests {
         let mock = MockTarget::new();
         mock.set_rate_limit(5);
         let server = served(&mock).await;
-        let http = reqwest::Client::new();
+        let http = client();
         let mut statuses = Vec::new();
         for _ in 0..8 {
             let answer = http
@@ -594,7 +598,9 @@ mod tests {
         mock.set_latency(Duration::from_millis(30));
         let server = served(&mock).await;
         let started = Instant::now();
-        let answer = reqwest::get(format!("{}/users?page_size=10", server.url()))
+        let answer = client()
+            .get(format!("{}/users?page_size=10", server.url()))
+            .send()
             .await
             .unwrap();
         assert_eq!(answer.status(), 200);
