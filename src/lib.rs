@@ -21,11 +21,14 @@
 //! - [`worker`]: `run(config, shutdown)`: one consumer task per consumed queue.
 //! - [`demo`]: what `provisioner demo` serves: the example provisioner's
 //!   Zoom-style REST API, in memory, on a loopback port.
+//! - [`bench`]: `provisioner bench`: the worker's throughput, latency, CPU and
+//!   memory against the local broker and a mock target, next to their limits.
 //! - [`commands`]: the CLI commands behind `main.rs`.
 
 pub mod admin;
 pub mod amqp;
 pub mod assembly;
+pub mod bench;
 pub mod bounded;
 pub mod call_log;
 pub mod commands;

@@ -51,6 +51,40 @@ enum Command {
     },
     /// A self-contained tour: events through RabbitMQ into an embedded mock target.
     Demo,
+    /// Measure the worker against the local RabbitMQ and an in-process mock
+    /// target: throughput, latency, CPU and memory next to the broker's and
+    /// the target's own limits (docs/benchmarks.md). Build with --release.
+    Bench {
+        /// Events of the end-to-end runs and of the broker and target limits
+        /// [default: 10000; 200 with --quick].
+        #[arg(long)]
+        events: Option<usize>,
+        /// Subjects of each full-sync run, comma-separated
+        /// [default: 10000,100000; 1000 with --quick].
+        #[arg(long, value_delimiter = ',')]
+        sync_subjects: Option<Vec<usize>>,
+        /// The mock target's latency for latency hiding and the original's
+        /// model, in milliseconds [default: 20].
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        /// `account_sync_rate_limit_ms` of the rate-limit run [default: 10].
+        #[arg(long)]
+        rate_limit_ms: Option<u64>,
+        /// About how long each latency-bound run lasts, in seconds
+        /// [default: 6; 1 with --quick].
+        #[arg(long)]
+        run_seconds: Option<f64>,
+        /// A small run: seconds instead of minutes, every measurement.
+        #[arg(long)]
+        quick: bool,
+        /// Only these measurements, comma-separated: broker, target, worker,
+        /// hiding, original, rate-limit, sync.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or re-queue dead-lettered events.
     DeadLetters {
         #[command(subcommand)]
@@ -120,6 +154,28 @@ fn main() -> anyhow::Result<()> {
                 file,
             } => commands::replay(&cli.config, &provisioner, dry_run, &file).await,
             Command::Demo => commands::demo().await,
+            Command::Bench {
+                events,
+                sync_subjects,
+                latency_ms,
+                rate_limit_ms,
+                run_seconds,
+                quick,
+                only,
+                json,
+            } => {
+                let args = commands::BenchArgs {
+                    events,
+                    sync_subjects,
+                    latency_ms,
+                    rate_limit_ms,
+                    run_seconds,
+                    quick,
+                    only,
+                    json,
+                };
+                commands::bench(&cli.config, args).await
+            }
             Command::HashPassword => commands::hash_password(),
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 
+mod bench;
 mod check;
 mod dead_letters;
 mod demo;
@@ -16,6 +17,7 @@ mod publish;
 mod replay;
 
 pub use crate::amqp::dead_letters::RequeueOptions;
+pub use bench::{bench, BenchArgs};
 pub use check::check;
 pub use dead_letters::{dead_letters_list, dead_letters_requeue};
 pub use demo::demo;

@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod amqps;
+mod bench;
 mod cli;
 mod coalesce;
 mod dead_letters;
