@@ -33,6 +33,8 @@ pub enum AmqpError {
         "the channel closed before the delivery could be acknowledged; the broker requeues it"
     )]
     ChannelGone,
+    #[error("the broker did not answer within {0} s; taking the connection for lost")]
+    NoAnswer(u64),
     #[error("`partitions` needs the consistent-hash exchange plugin: run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on the broker")]
     Plugin,
 }

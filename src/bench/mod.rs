@@ -45,11 +45,13 @@ pub enum Measurement {
     RateLimit,
     /// 7. An account `membership_sync` against a target that mostly agrees.
     Sync,
+    /// 8. A backlog of updates, coalesced and not.
+    Coalescing,
 }
 
 impl Measurement {
     /// Every measurement, in report order.
-    pub const ALL: [Measurement; 7] = [
+    pub const ALL: [Measurement; 8] = [
         Measurement::Broker,
         Measurement::Target,
         Measurement::Worker,
@@ -57,6 +59,7 @@ impl Measurement {
         Measurement::Original,
         Measurement::RateLimit,
         Measurement::Sync,
+        Measurement::Coalescing,
     ];
 
     /// The name `--only` takes.
@@ -69,6 +72,7 @@ impl Measurement {
             Measurement::Original => "original",
             Measurement::RateLimit => "rate-limit",
             Measurement::Sync => "sync",
+            Measurement::Coalescing => "coalescing",
         }
     }
 }

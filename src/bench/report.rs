@@ -29,6 +29,19 @@ pub struct Report {
     pub rate_limit: Option<RateLimitRun>,
     /// 7. Account `membership_sync`s, one per size.
     pub full_sync: Option<Vec<SyncRun>>,
+    /// 8. A backlog of updates (10 per subject), with and without coalescing.
+    pub coalescing: Option<Coalescing>,
+}
+
+/// 8. The same backlog applied with `coalesce = false`, then `true`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Coalescing {
+    pub without: WorkerRun,
+    pub with: WorkerRun,
+    /// Events per target call with coalescing.
+    pub events_per_call: f64,
+    /// Calls without / calls with.
+    pub fewer_calls: f64,
 }
 
 /// The machine, as far as it matters to the numbers.
@@ -95,8 +108,11 @@ pub struct WorkerRun {
     /// Requests the target answered during the run, by kind.
     pub calls: CallCounts,
     pub calls_per_event: f64,
-    /// Events not applied (parked or ignored): 0 in a sound run.
+    /// Events not applied (parked or ignored; coalesced ones count as
+    /// applied): 0 in a sound run.
     pub not_applied: usize,
+    /// Events applied as part of a later one of their subject (coalescing).
+    pub coalesced: usize,
     /// Times the worker lost its broker connection during the run (0 in a
     /// sound run; otherwise the numbers include redeliveries).
     pub reconnections: usize,
@@ -405,6 +421,21 @@ impl Report {
                 );
             }
         }
+        if let Some(c) = &self.coalescing {
+            let _ = writeln!(
+                out,
+                "\n8. Coalescing ({} updates, {} per subject, queued before the worker starts): without {} calls, {:.0} events/s; with {} calls, {:.0} events/s ({} coalesced); {:.1} events per call, {:.1}x fewer calls",
+                c.with.events,
+                c.with.events / c.with.subjects.max(1),
+                c.without.calls.total(),
+                c.without.events_per_s,
+                c.with.calls.total(),
+                c.with.events_per_s,
+                c.with.coalesced,
+                c.events_per_call,
+                c.fewer_calls
+            );
+        }
         let interrupted = self
             .worker
             .iter()
@@ -419,6 +450,11 @@ impl Report {
             .chain(self.original_model.iter().map(|o| o.run.reconnections))
             .chain(self.rate_limit.iter().map(|r| r.run.reconnections))
             .chain(self.full_sync.iter().flatten().map(|s| s.reconnections))
+            .chain(
+                self.coalescing
+                    .iter()
+                    .flat_map(|c| [c.without.reconnections, c.with.reconnections]),
+            )
             .sum::<usize>();
         if interrupted > 0 {
             let _ = writeln!(

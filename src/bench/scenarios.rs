@@ -12,8 +12,8 @@ use super::broker::{Broker, Message};
 use super::mock::MockTarget;
 use super::process::{write_config, Settled, WorkerProcess};
 use super::report::{
-    HidingRun, Machine, OriginalModel, Quantiles, RateLimitRun, Report, Settings, SyncRun,
-    TargetLimit, WorkerRun,
+    Coalescing, HidingRun, Machine, OriginalModel, Quantiles, RateLimitRun, Report, Settings,
+    SyncRun, TargetLimit, WorkerRun,
 };
 use super::{BenchError, BenchOptions, Measurement, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH};
 use crate::demo::server::Server;
@@ -90,6 +90,7 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
         original_model: None,
         rate_limit: None,
         full_sync: None,
+        coalescing: None,
     };
     if o.wants(Measurement::Broker) {
         progress(&format!(
@@ -211,6 +212,28 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
         }
         report.full_sync = Some(runs);
     }
+    if o.wants(Measurement::Coalescing) {
+        let subjects = (o.events / 10).clamp(1, 100);
+        let events = subjects * 10;
+        progress(&format!(
+            "8. coalescing: {events} updates over {subjects} subjects, without then with"
+        ));
+        let spec = |coalesce| Spec {
+            label: format!("coalesce-{coalesce}"),
+            events,
+            subjects,
+            coalesce,
+            ..Spec::default()
+        };
+        let (without, _) = worker_run(ctx, &spec(false)).await?;
+        let (with, _) = worker_run(ctx, &spec(true)).await?;
+        report.coalescing = Some(Coalescing {
+            events_per_call: with.events as f64 / (with.calls.total().max(1) as f64),
+            fewer_calls: without.calls.total() as f64 / (with.calls.total().max(1) as f64),
+            without,
+            with,
+        });
+    }
     report.machine.load_at_end = load_average();
     Ok(report)
 }
@@ -297,6 +320,7 @@ fn provisioner_table(
     queue: &str,
     concurrency: u32,
     rate_limit_ms: u64,
+    coalesce: bool,
 ) -> Result<toml::Table, BenchError> {
     let mut table: toml::Table = toml::from_str(EXAMPLE)
         .map_err(|e| BenchError::Setup(format!("provisioners/example.toml: {e}")))?;
@@ -315,6 +339,9 @@ fn provisioner_table(
     // share limit is well above that, but its absolute limit (500) is not.
     set("max_removal_share", toml::Value::Float(1.0));
     set("max_removals", toml::Value::Integer(0));
+    // Measurements 3 to 6 are about each event's own cost; coalescing,
+    // which applies fewer events than arrive, is measured on its own (8).
+    set("coalesce", toml::Value::Boolean(coalesce));
     Ok(table)
 }
 
@@ -332,6 +359,8 @@ struct Spec {
     mock_limit: u64,
     /// Whether to measure latency at half load after the throughput.
     latency_phase: bool,
+    /// `coalesce` of the provisioner.
+    coalesce: bool,
 }
 
 impl Default for Spec {
@@ -346,6 +375,7 @@ impl Default for Spec {
             rate_limit_ms: 0,
             mock_limit: 0,
             latency_phase: false,
+            coalesce: false,
         }
     }
 }
@@ -368,7 +398,13 @@ async fn worker_run(
     let messages = update_messages(&spec.label, spec.events, spec.subjects, 0);
     ctx.broker.publish_all(&queue, &messages).await?;
 
-    let provisioner = provisioner_table(ctx, &queue, spec.concurrency, spec.rate_limit_ms)?;
+    let provisioner = provisioner_table(
+        ctx,
+        &queue,
+        spec.concurrency,
+        spec.rate_limit_ms,
+        spec.coalesce,
+    )?;
     let dir = ctx.options.work_dir.join(&spec.label);
     let worker_file = write_config(
         &dir,
@@ -400,7 +436,11 @@ async fn worker_run(
     let last = settled.iter().map(|s| s.at).max().unwrap_or(consuming);
     let seconds = seconds_between(consuming, last).max(1e-6);
     let events_per_s = spec.events as f64 / seconds;
-    let not_applied = settled.iter().filter(|s| s.result != "applied").count();
+    let coalesced = settled.iter().filter(|s| s.result == "coalesced").count();
+    let not_applied = settled
+        .iter()
+        .filter(|s| s.result != "applied" && s.result != "coalesced")
+        .count();
 
     let (mut from_confirm, mut from_publish, mut latency_events) = (None, None, 0);
     let mut idle_cpu = None;
@@ -448,6 +488,7 @@ async fn worker_run(
         calls_per_event: calls.total() as f64 / spec.events.max(1) as f64,
         calls,
         not_applied,
+        coalesced,
         reconnections: worker_reconnections,
         latency_from_confirm: from_confirm,
         latency_from_publish: from_publish,
@@ -675,7 +716,7 @@ async fn sync_run(ctx: &mut Ctx<'_>, subjects: usize) -> Result<SyncRun, BenchEr
 
     let label = format!("sync-{subjects}");
     let queue = ctx.broker.fresh_queue(&label).await?;
-    let provisioner = provisioner_table(ctx, &queue, DEFAULT_CONCURRENCY, 0)?;
+    let provisioner = provisioner_table(ctx, &queue, DEFAULT_CONCURRENCY, 0, false)?;
     let dir = ctx.options.work_dir.join(&label);
     let worker_file = write_config(
         &dir,

@@ -102,6 +102,17 @@ fn a_quick_run_reports_every_measurement_as_json() {
         number(sync, key);
     }
     assert!(number(sync, "/calls_total") >= number(sync, "/minimum_calls"));
+
+    for run in ["/coalescing/without", "/coalescing/with"] {
+        number(&report, &format!("{run}/events_per_s"));
+        assert_eq!(
+            report.pointer(&format!("{run}/not_applied")),
+            Some(&serde_json::json!(0))
+        );
+    }
+    assert_eq!(number(&report, "/coalescing/without/coalesced"), 0.0);
+    number(&report, "/coalescing/events_per_call");
+    number(&report, "/coalescing/fewer_calls");
 }
 
 #[test]

@@ -198,6 +198,9 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, AmqpError> {
     let conn = amqp::connect(&ctx.amqp, &format!("provisioner:{}", ctx.config.name)).await?;
+    // Listened to from the start: lapin reports a dead connection here, and
+    // only to listeners that exist when it happens.
+    let mut events = conn.events_listener();
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -237,6 +240,19 @@ async fn session(
                 drain(ctx, &broker, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
+            event = events.next() => match event {
+                // Channel errors (a refused declaration, say) come here too;
+                // only a connection that is gone ends the session.
+                Some(lapin::Event::Error(e)) if !conn.status().connected() => {
+                    break SessionEnd::Lost(format!("connection error: {e}"))
+                }
+                Some(lapin::Event::ConnectionBlocked(reason)) => tracing::warn!(
+                    %reason,
+                    "the broker blocks this connection (a resource alarm): parks wait until it lifts"
+                ),
+                Some(_) => {}
+                None => break SessionEnd::Lost("the connection's events ended".into()),
+            },
             _ = until(&mut up, false) => {
                 settle_finished(ctx, &broker, &mut queue, &mut running).await;
                 tracing::warn!(
@@ -265,13 +281,13 @@ async fn session(
                 start_ready(ctx, &mut queue, &mut running);
             }
             _ = sleep_until_some(hold_ends), if hold_ends.is_some() => {
-                if let Err(e) = return_waiting(&mut queue, hold_limit).await {
+                if let Err(e) = in_time(return_waiting(&mut queue, hold_limit)).await {
                     break SessionEnd::Lost(e.to_string());
                 }
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    if let Err(e) = accept(ctx, &broker, &mut queue, delivery).await {
+                    if let Err(e) = in_time(accept(ctx, &broker, &mut queue, delivery)).await {
                         break SessionEnd::Lost(e.to_string());
                     }
                     // The deliveries already here join the queue before
@@ -284,7 +300,7 @@ async fn session(
                             break;
                         };
                         let accepted = match more {
-                            Some(Ok(delivery)) => accept(ctx, &broker, &mut queue, delivery)
+                            Some(Ok(delivery)) => in_time(accept(ctx, &broker, &mut queue, delivery))
                                 .await
                                 .map_err(|e| e.to_string()),
                             Some(Err(e)) => Err(e.to_string()),
@@ -329,6 +345,22 @@ async fn settle_finished(
             tracing::warn!(error = %e, "could not settle an event; it goes back to the queue");
             break;
         }
+    }
+}
+
+/// Longest wait for the broker to take a park, an acknowledgement or a
+/// return. lapin does not always fail what was pending on a connection that
+/// died; without a limit the loop would wait forever. Long enough for a
+/// broker that is slow, not dead.
+const BROKER_ANSWER: Duration = Duration::from_secs(60);
+
+/// A broker operation within [`BROKER_ANSWER`], or the connection is lost.
+async fn in_time<T>(
+    operation: impl std::future::Future<Output = Result<T, AmqpError>>,
+) -> Result<T, AmqpError> {
+    match tokio::time::timeout(BROKER_ANSWER, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(AmqpError::NoAnswer(BROKER_ANSWER.as_secs())),
     }
 }
 
@@ -451,7 +483,7 @@ async fn conclude(
     queue: &mut OrderedQueue<Pending>,
     (ticket, run, finished, calls): Done,
 ) -> Result<Option<String>, AmqpError> {
-    match settle(ctx, broker, run, finished, calls).await? {
+    match in_time(settle(ctx, broker, run, finished, calls)).await? {
         Settled::Done => {
             queue.finish(ticket);
             Ok(None)
