@@ -84,6 +84,11 @@ enum Command {
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run each worker under this command, for profiling, e.g.
+        /// "valgrind --tool=callgrind" (split on spaces; the rates are then
+        /// the profiler's, not the worker's).
+        #[arg(long)]
+        worker_wrapper: Option<String>,
     },
     /// Inspect or re-queue dead-lettered events.
     DeadLetters {
@@ -163,6 +168,7 @@ fn main() -> anyhow::Result<()> {
                 quick,
                 only,
                 json,
+                worker_wrapper,
             } => {
                 let args = commands::BenchArgs {
                     events,
@@ -173,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                     quick,
                     only,
                     json,
+                    worker_wrapper,
                 };
                 commands::bench(&cli.config, args).await
             }

@@ -116,6 +116,9 @@ pub struct BenchOptions {
     pub only: BTreeSet<Measurement>,
     /// The `provisioner` executable to run the worker with.
     pub worker_exe: PathBuf,
+    /// A command (and its arguments) to run the worker under, such as a
+    /// profiler; empty runs it directly.
+    pub worker_wrapper: Vec<String>,
     /// The broker.
     pub amqp: AmqpConfig,
     /// Where the worker files and logs go (removed after a successful run).
@@ -140,6 +143,7 @@ impl BenchOptions {
             run_seconds: 6.0,
             only: Measurement::ALL.into_iter().collect(),
             worker_exe,
+            worker_wrapper: Vec::new(),
             amqp,
             work_dir: default_work_dir(),
             quick: false,

@@ -416,6 +416,7 @@ async fn worker_run(
     mock.reset_counts();
     let mut worker = WorkerProcess::spawn(
         &ctx.options.worker_exe,
+        &ctx.options.worker_wrapper,
         &worker_file,
         &ctx.amqp_url,
         "worker",
@@ -727,6 +728,7 @@ async fn sync_run(ctx: &mut Ctx<'_>, subjects: usize) -> Result<SyncRun, BenchEr
     )?;
     let mut worker = WorkerProcess::spawn(
         &ctx.options.worker_exe,
+        &ctx.options.worker_wrapper,
         &worker_file,
         &ctx.amqp_url,
         "worker",
