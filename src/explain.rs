@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::ProvisionerConfig;
+use crate::config::{ProvisionStrategy, ProvisionerConfig};
 use crate::engine::{OutcomeStatus, Provisioner};
 use crate::event::{Action, Attributes, Event, Subjects};
 use crate::journal::{Filter, Journal, PageRequest, StoredEntry};
@@ -304,7 +304,20 @@ pub async fn explain(
             (account, memberships)
         }
     };
-    let plan = plan(explainer, subject, attributes, request.group.as_deref()).await;
+    let mut plan = plan(explainer, subject, attributes, request.group.as_deref()).await;
+    if account.state == AccountState::Present
+        && config.provision_strategy == ProvisionStrategy::CreateFirst
+        && plan
+            .writes
+            .first()
+            .is_some_and(|w| w.starts_with("create account"))
+    {
+        // The dry-run target answers every create as done; the real one
+        // would say the account exists, and the engine would update it.
+        plan.detail.push_str(
+            "; create-first: the account exists, so the target would refuse the create and the engine would look it up and update it instead",
+        );
+    }
     Ok(Explanation {
         provisioner: config.name.clone(),
         subject: subject.to_string(),
