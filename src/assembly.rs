@@ -13,9 +13,11 @@ use crate::admin::{self, AdminError, AdminState};
 use crate::config::admin::{JournalConfig, JournalStore};
 use crate::config::{Config, ProvisionerConfig};
 use crate::engine::{Engine, Provisioner};
+use crate::explain::Explainer;
 use crate::http::{HttpClient, HttpSettings, HttpSetupError};
 use crate::journal::{Journal, JournalError, JournalSettings, Store};
 use crate::target::dry_run::{DryRunTarget, WriteLog};
+use crate::target::TargetApi;
 use crate::worker::{Worker, WorkerError};
 
 /// What becomes of the writes a provisioner decides on.
@@ -59,6 +61,40 @@ pub fn provisioner(
             ))
         }
     })
+}
+
+/// What `provisioner explain` and the admin API's subject view read
+/// through: the provisioner's target behind the dry-run wrapper, so that
+/// nothing an explanation does can write, and an engine of its own over
+/// that same target for the plan. A fresh one per explanation: its caches
+/// start empty, so the plan asks the target rather than remembering.
+pub fn explainer(config: &ProvisionerConfig) -> Result<Explainer, AssemblyError> {
+    let http = HttpClient::new(&http_settings(config)).map_err(|source| AssemblyError {
+        name: config.name.clone(),
+        source,
+    })?;
+    let writes = WriteLog::default();
+    let target: Arc<dyn TargetApi> = Arc::new(DryRunTarget::new(
+        crate::target::build(&config.kind, http),
+        writes.clone(),
+    ));
+    let mut planning = config.clone();
+    // Nothing is created, so waiting for an account to appear is pointless.
+    planning.target_group_retry_delay = Duration::ZERO;
+    // A trusted-absent window starts with a listing of every account; the
+    // plan of one subject needs only its own look-up.
+    planning.account_cache_validity_period = Duration::ZERO;
+    Ok(Explainer {
+        config: config.clone(),
+        engine: Arc::new(Engine::new(&planning, target.clone())),
+        target,
+        writes,
+    })
+}
+
+/// [`explainer`] as the admin API takes it (it never imports this module).
+fn admin_explainer(config: &ProvisionerConfig) -> Result<Explainer, String> {
+    explainer(config).map_err(|e| e.to_string())
 }
 
 /// The part of a provisioner's configuration the HTTP client works from.
@@ -138,6 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                     metrics: worker.metrics(),
                     journal: journal.clone(),
                     config: config.clone(),
+                    explainer: admin_explainer,
                 },
                 admin_stop.clone(),
             )

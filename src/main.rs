@@ -90,6 +90,30 @@ enum Command {
         #[arg(long)]
         worker_wrapper: Option<String>,
     },
+    /// Explain one subject: its recent events and outcomes from the journal,
+    /// its account and memberships on the target now, and the plan an `add`
+    /// would execute now. Reads the target; never writes to it.
+    Explain {
+        #[arg(long)]
+        provisioner: String,
+        /// The subject's attributes for the look-up and the plan, as a JSON
+        /// object of name -> list of strings (the journal keeps none). Without
+        /// them, a match value built from attributes is unknown and the
+        /// plan's event has no attributes.
+        #[arg(long)]
+        attributes: Option<String>,
+        /// The local group of the plan's `add` [default: the provision_group].
+        #[arg(long)]
+        group: Option<String>,
+        /// Journal events shown, newest first (at most 200).
+        #[arg(long, default_value_t = provisioner::explain::DEFAULT_EVENT_LIMIT)]
+        limit: u32,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The subject, as events name it.
+        subject: String,
+    },
     /// Inspect or re-queue dead-lettered events.
     DeadLetters {
         #[command(subcommand)]
@@ -182,6 +206,24 @@ fn main() -> anyhow::Result<()> {
                     worker_wrapper,
                 };
                 commands::bench(&cli.config, args).await
+            }
+            Command::Explain {
+                provisioner,
+                attributes,
+                group,
+                limit,
+                json,
+                subject,
+            } => {
+                let args = commands::ExplainArgs {
+                    provisioner,
+                    subject,
+                    attributes,
+                    group,
+                    limit,
+                    json,
+                };
+                commands::explain(&cli.config, &args).await
             }
             Command::HashPassword => commands::hash_password(),
             Command::Completions { shell } => {

@@ -41,6 +41,7 @@ use crate::target::{
 mod accounts;
 mod caching;
 mod coalescing;
+mod explain;
 mod failures;
 mod groups;
 mod guard;

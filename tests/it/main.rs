@@ -14,6 +14,7 @@ mod coalesce;
 mod dead_letters;
 mod delivery;
 mod docs;
+mod explain;
 mod guarantees;
 mod hostile;
 mod options;
