@@ -86,6 +86,30 @@ impl OwnershipStore {
         self.db.close().await;
     }
 
+    /// How an account was acquired, as stored (for tests of the store).
+    #[cfg(test)]
+    pub(super) async fn how_of(&self, provisioner: &str, api_id: &str) -> Option<String> {
+        const HOW: &str =
+            "SELECT how FROM provisioner_owned_account WHERE provisioner = $1 AND api_id = $2";
+        let row = match &self.db.pool {
+            Pool::Sqlite(pool) => sqlx::query(HOW)
+                .bind(provisioner)
+                .bind(api_id)
+                .fetch_optional(pool)
+                .await
+                .ok()??
+                .try_get::<String, _>(0),
+            Pool::Postgres(pool) => sqlx::query(HOW)
+                .bind(provisioner)
+                .bind(api_id)
+                .fetch_optional(pool)
+                .await
+                .ok()??
+                .try_get::<String, _>(0),
+        };
+        row.ok()
+    }
+
     /// Runs `work` within the store's write timeout; every failure as an
     /// [`OwnershipError`] whose text shows no password.
     async fn run<T>(
