@@ -17,6 +17,7 @@ mod docs;
 mod guarantees;
 mod hostile;
 mod options;
+mod ownership;
 mod process;
 mod scim;
 mod secrets;
