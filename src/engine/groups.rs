@@ -49,7 +49,7 @@ impl Engine {
             if members.iter().any(|m| m.api_id == id) {
                 self.own_members(
                     remote_name,
-                    &[owned(&id, &ctx.match_value, Acquired::Adopted)],
+                    vec![owned(&id, &ctx.match_value, Acquired::Adopted)],
                 )
                 .await?;
                 return Ok(format!("already a member of {remote_name}"));
@@ -66,7 +66,7 @@ impl Engine {
             Ok(()) => {
                 self.own_members(
                     remote_name,
-                    &[owned(&id, &ctx.match_value, Acquired::Created)],
+                    vec![owned(&id, &ctx.match_value, Acquired::Created)],
                 )
                 .await?;
                 Ok(format!("added {id} to {remote_name}"))
@@ -103,7 +103,7 @@ impl Engine {
                 .await?;
                 self.own_members(
                     remote_name,
-                    &[owned(&fresh, &ctx.match_value, Acquired::Created)],
+                    vec![owned(&fresh, &ctx.match_value, Acquired::Created)],
                 )
                 .await?;
                 Ok(format!("added {fresh} to {remote_name}"))
@@ -221,7 +221,8 @@ impl Engine {
             )
             .await?;
         // Not a member any more either way.
-        self.disown_members(&group.name, &[id.to_string()]).await?;
+        self.disown_members(&group.name, vec![id.to_string()])
+            .await?;
         Ok(removal)
     }
 }

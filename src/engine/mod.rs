@@ -151,6 +151,11 @@ pub struct Engine {
     ownership: Option<Arc<dyn Ownership>>,
     /// A dry run's plan: what is left alone is noted there too.
     plan: Option<WriteLog>,
+    /// Ownership writes in flight in the background (`remove_only_owned`
+    /// off), at most `owned::BACKGROUND_WRITES`.
+    background: Arc<tokio::sync::Semaphore>,
+    /// Ownership records dropped because the background was full.
+    records_dropped: AtomicU64,
     accounts: AccountCache,
     /// Subject -> match value, for events that come without attributes.
     subjects: SubjectCache,
@@ -184,6 +189,8 @@ impl Engine {
                 .remove_only_owned
                 .then(|| Arc::new(MemoryOwnership::default()) as Arc<dyn Ownership>),
             plan: None,
+            background: Arc::new(tokio::sync::Semaphore::new(owned::BACKGROUND_WRITES)),
+            records_dropped: AtomicU64::new(0),
             accounts: AccountCache::new(
                 config.account_cache_size,
                 config.account_cache_validity_period,

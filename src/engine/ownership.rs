@@ -5,9 +5,10 @@
 //! records live: the journal's store (`journal::OwnershipStore`, SQLite or
 //! PostgreSQL) in a service, [`MemoryOwnership`] in tests and where no
 //! journal is configured, [`Rehearsal`] in a dry run (reads the real
-//! records, keeps its own writes). Unlike journal rows, these writes are
-//! part of the effect: a failed write fails the event (transiently), so it is
-//! retried rather than acknowledged with its ownership forgotten.
+//! records, keeps its own writes). With `remove_only_owned` these writes are
+//! part of the effect: a failed write fails the event (transiently), so it
+//! is retried rather than acknowledged with its ownership forgotten; without
+//! it they are observation (see `engine::owned`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -134,14 +134,14 @@ impl Engine {
         };
         self.guard_removals(event, what, doomed.len(), removable)?;
         // The listed subjects' accounts already there are theirs: adopted.
-        if let Some(mine) = &mine {
+        if self.records() {
             let adopted: Vec<Owned> = managed
                 .iter()
                 .filter(|a| by_match.contains_key(a.match_value.as_str()))
-                .filter(|a| !mine.contains(&a.api_id))
+                .filter(|a| !mine.as_ref().is_some_and(|m| m.contains(&a.api_id)))
                 .map(|a| owned(&a.api_id, &a.match_value, Acquired::Adopted))
                 .collect();
-            self.own_accounts(&adopted).await?;
+            self.own_accounts(adopted).await?;
         }
         let remote_by_match: HashMap<&str, &RemoteAccount> =
             remote.iter().map(|a| (a.match_value.as_str(), a)).collect();
@@ -283,14 +283,15 @@ impl Engine {
         self.guard_removals(event, what, to_remove.len(), managed)?;
         // The listed subjects already in the group are its members by this
         // sync's word: adopted.
-        if let Some(mine) = &mine {
+        if self.records() {
             let adopted: Vec<Owned> = members
                 .iter()
                 .filter(|m| wanted_matches.contains(m.match_value.as_str()))
-                .filter(|m| !self.is_unmanaged(&m.match_value) && !mine.contains(&m.api_id))
+                .filter(|m| !self.is_unmanaged(&m.match_value))
+                .filter(|m| !mine.as_ref().is_some_and(|o| o.contains(&m.api_id)))
                 .map(|m| owned(&m.api_id, &m.match_value, Acquired::Adopted))
                 .collect();
-            self.own_members(remote_name, &adopted).await?;
+            self.own_members(remote_name, adopted).await?;
         }
 
         // add-member-first adds every listed subject, present or not.
@@ -358,12 +359,12 @@ impl Engine {
                     )
                     .await
                     .map(|()| added += chunk.len());
-                if result.is_ok() {
+                if result.is_ok() && self.records() {
                     let created: Vec<Owned> = chunk
                         .iter()
                         .map(|(id, ctx)| owned(id, &ctx.match_value, Acquired::Created))
                         .collect();
-                    self.own_members(remote_name, &created).await?;
+                    self.own_members(remote_name, created).await?;
                 }
                 collect(result, &batch_label(&chunk), &mut failures)?;
             }
@@ -401,9 +402,9 @@ impl Engine {
                 Removal::Removed => removed += chunk.len(),
                 Removal::Absent => gone += chunk.len(),
             });
-            if result.is_ok() {
+            if result.is_ok() && self.records() {
                 let ids: Vec<ApiId> = chunk.iter().map(|(id, _)| id.clone()).collect();
-                self.disown_members(remote_name, &ids).await?;
+                self.disown_members(remote_name, ids).await?;
             }
             collect(result, &batch_label(chunk), &mut failures)?;
         }

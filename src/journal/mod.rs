@@ -16,8 +16,8 @@
 //! from the batch insert; schemas are the files under `migrations/`.
 //!
 //! The same store keeps the ownership records ([`OwnershipStore`], the
-//! engine's `Ownership`): written while an event is applied and awaited,
-//! never dropped, never pruned.
+//! engine's `Ownership`), never pruned; with `remove_only_owned` written
+//! while an event is applied and awaited, never dropped.
 
 mod ownership;
 mod store;

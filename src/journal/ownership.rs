@@ -2,9 +2,10 @@
 //! [`Ownership`] over the same SQLite file or PostgreSQL database (and the
 //! same pool) as the journal, in the tables of `migrations/*/0002_ownership.sql`.
 //!
-//! Unlike journal rows, these writes are made while the event is applied and
-//! awaited: the engine fails the event (transiently) when one fails, so none
-//! is ever dropped. Retention never touches them.
+//! With `remove_only_owned`, unlike journal rows, these writes are made
+//! while the event is applied and awaited: the engine fails the event
+//! (transiently) when one fails, so none is ever dropped. Retention never
+//! touches them.
 
 use std::collections::HashSet;
 use std::future::Future;

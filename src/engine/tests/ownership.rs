@@ -35,7 +35,7 @@ async fn creates_and_adds_are_recorded_as_created_existing_ones_as_adopted() {
         .with_group("Staff", ["old"])
         .arc();
     let store = MemoryOwnership::default();
-    let e = owning(&cfg(""), &t, &store);
+    let e = owning(&only_owned(), &t, &store);
     applied(&e, &t, &one("add", PG, "new")).await;
     applied(&e, &t, &one("add", PG, "old")).await;
     assert_eq!(how(&store, "u-new"), Some(Acquired::Created));
@@ -66,7 +66,11 @@ async fn query_first_group_adds_adopt_a_membership_already_there() {
         .with_group("Staff", ["old"])
         .arc();
     let store = MemoryOwnership::default();
-    let e = owning(&cfg("group_sync_strategy = \"query-first\""), &t, &store);
+    let e = owning(
+        &cfg("group_sync_strategy = \"query-first\"\nremove_only_owned = true"),
+        &t,
+        &store,
+    );
     let calls = applied(&e, &t, &one("add", STAFF, "old")).await;
     assert!(
         !calls.iter().any(|c| c.starts_with("add_member")),
@@ -81,7 +85,7 @@ async fn query_first_group_adds_adopt_a_membership_already_there() {
 async fn a_create_whose_answer_names_no_id_is_looked_up_to_be_recorded() {
     let t = MemoryTarget::new().creating_without_ids().arc();
     let store = MemoryOwnership::default();
-    let e = owning(&cfg(""), &t, &store);
+    let e = owning(&only_owned(), &t, &store);
     let calls = applied(&e, &t, &one("add", PG, "new")).await;
     assert_eq!(calls, ["lookup new", "create new", "lookup new"]);
     assert_eq!(how(&store, "u-new"), Some(Acquired::Created));
@@ -457,4 +461,41 @@ async fn a_dry_run_notes_what_it_leaves_alone_and_writes_no_record() {
     assert_eq!(t.account_list(), ["mine", "stranger"], "nothing written");
     assert!(real.account(P, "u-mine").is_some(), "the real records stay");
     assert!(real.account(P, "(new:alice)").is_none());
+}
+
+/// Polls (yielding to the background writes) until `done`, or fails.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn without_remove_only_owned_records_are_kept_in_the_background_and_never_fail_an_event() {
+    let t = MemoryTarget::new().with_accounts(["old"]).arc();
+    let store = Arc::new(Watched::default());
+    let e = Engine::new(&cfg(""), t.clone()).with_ownership(store.clone());
+    applied(&e, &t, &one("add", PG, "new")).await;
+    applied(&e, &t, &sync(PG, ["new", "old"])).await;
+    until("created and adopted recorded", || {
+        store.inner.account(P, "u-new").map(|o| o.how) == Some(Acquired::Created)
+            && store.inner.account(P, "u-old").map(|o| o.how) == Some(Acquired::Adopted)
+    })
+    .await;
+    assert_eq!(
+        store.reads_of_all.load(Ordering::SeqCst) + store.reads_of_one.load(Ordering::SeqCst),
+        0,
+        "nothing is read when nothing is left alone"
+    );
+
+    // A store that is down neither fails nor holds up an event.
+    store.down.store(true, Ordering::SeqCst);
+    applied(&e, &t, &one("add", PG, "later")).await;
+    assert_eq!(
+        applied(&e, &t, &one("delete", PG, "old")).await,
+        ["deprovision u-old"]
+    );
+    assert_eq!(t.account_list(), ["later", "new"]);
 }
