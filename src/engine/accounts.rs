@@ -45,8 +45,10 @@ impl Engine {
                 let recorded = match &id {
                     Some(id) => Some(id.clone()),
                     // Ownership is recorded by API ID: a create whose answer
-                    // names none is followed by a look-up, when recording.
-                    None if self.ownership.is_some() => Some(
+                    // names none is followed by a look-up when the record
+                    // matters now; with the option off the account waits
+                    // for a later event to adopt it rather than cost a call.
+                    None if self.remove_only_owned && self.records() => Some(
                         self.refresh_account(tally, Phase::Account, ctx)
                             .await?
                             .ok_or_else(|| {

@@ -1,8 +1,8 @@
 //! Full reconciliations (`membership_sync`): of the provisioned accounts,
 //! and of one target group's members. Both decide what to remove before
 //! removing anything, so the mass-deprovision guard can refuse in time.
-//! Both read what the worker owns once, adopt what the sync matches to its
-//! subjects in one write, and with `remove_only_owned` leave alone (and
+//! Both adopt what the sync matches to its subjects in one write, and with
+//! `remove_only_owned` read what the worker owns once and leave alone (and
 //! report) what they would remove but the worker does not own.
 
 use std::collections::{HashMap, HashSet};
