@@ -1,8 +1,8 @@
 //! One subject explained, for `provisioner explain` and the admin API's
 //! `GET /v1/provisioners/{name}/subjects/{subject}`: what the journal
 //! recorded of the subject's events, the account as the target holds it now,
-//! its memberships in the mapped target groups, and the plan an `add` would
-//! execute now.
+//! its memberships in the mapped target groups, which of them the worker owns,
+//! and the plan an `add` would execute now.
 //!
 //! Nothing here writes to the target. Everything goes through an
 //! [`Explainer`] (built by `assembly::explainer`), whose target is the
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::{ProvisionStrategy, ProvisionerConfig};
+use crate::engine::ownership::{group_key, Ownership as _};
 use crate::engine::{OutcomeStatus, Provisioner};
 use crate::event::{Action, Attributes, Event, Subjects};
 use crate::journal::{Filter, Journal, PageRequest, StoredEntry};
@@ -101,11 +102,38 @@ pub struct Explanation {
     pub account: Account,
     /// The subject's memberships in each mapped target group.
     pub memberships: Vec<Membership>,
-    /// Who owns the account on the target. Not recorded yet: always `null`.
-    #[schema(value_type = Option<Object>)]
-    pub ownership: Option<serde_json::Value>,
+    /// Whether the worker owns the account and its memberships (created or
+    /// adopted them); `null` when the worker keeps no journal, whose store
+    /// holds the records.
+    pub ownership: Option<Ownership>,
     /// What an `add` of the subject would do now.
     pub plan: Plan,
+}
+
+/// What the worker owns of the subject on the target: what it would remove
+/// when `remove_only_owned` is on (see docs/ownership.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Ownership {
+    /// The provisioner's `remove_only_owned`: whether deprovisions and full
+    /// syncs leave alone what the worker does not own.
+    pub remove_only_owned: bool,
+    /// Whether the worker owns the account; `null` when there is no account
+    /// (or it could not be read) or the records could not be read.
+    pub account: Option<bool>,
+    /// The mapped groups the subject is a member of, with whether the
+    /// worker owns that membership.
+    pub memberships: Vec<OwnedMembership>,
+    /// Why the records could not be read.
+    pub error: Option<String>,
+}
+
+/// One membership of the subject and whether the worker owns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OwnedMembership {
+    /// The remote group.
+    pub target_group: String,
+    /// Whether the worker owns the membership; `null` when unknown.
+    pub owned: Option<bool>,
 }
 
 /// The subject's recent events, as the journal recorded them.
@@ -236,7 +264,7 @@ pub struct Plan {
     pub status: PlanStatus,
     /// The engine's outcome in words, or why it would fail.
     pub detail: String,
-    /// The writes it would send, in order; none when the target is already
+    /// The writes it would send, in order (`would update account ...`); none when the target is already
     /// as the event would have it.
     pub writes: Vec<String>,
     /// The calls the engine counted for the plan: its reads, and the writes
@@ -310,7 +338,7 @@ pub async fn explain(
         && plan
             .writes
             .first()
-            .is_some_and(|w| w.starts_with("create account"))
+            .is_some_and(|w| w.starts_with("would create account"))
     {
         // The dry-run target answers every create as done; the real one
         // would say the account exists, and the engine would update it.
@@ -318,6 +346,10 @@ pub async fn explain(
             "; create-first: the account exists, so the target would refuse the create and the engine would look it up and update it instead",
         );
     }
+    let ownership = match journal {
+        Some(journal) => Some(ownership(config, journal, &account, &memberships).await),
+        None => None,
+    };
     Ok(Explanation {
         provisioner: config.name.clone(),
         subject: subject.to_string(),
@@ -325,9 +357,52 @@ pub async fn explain(
         history,
         account,
         memberships,
-        ownership: None,
+        ownership,
         plan,
     })
+}
+
+/// The ownership records of the account and of its memberships.
+async fn ownership(
+    config: &ProvisionerConfig,
+    journal: &Journal,
+    account: &Account,
+    memberships: &[Membership],
+) -> Ownership {
+    let store = journal.ownership();
+    let mut view = Ownership {
+        remove_only_owned: config.remove_only_owned,
+        account: None,
+        memberships: Vec::new(),
+        error: None,
+    };
+    let Some(api_id) = account.api_id.as_deref() else {
+        return view;
+    };
+    match store.owns_account(&config.name, api_id).await {
+        Ok(owned) => view.account = Some(owned),
+        Err(e) => view.error = Some(format!("reading the ownership records: {e}")),
+    }
+    for m in memberships
+        .iter()
+        .filter(|m| m.state == MembershipState::Member)
+    {
+        let owned = match store
+            .owns_membership(&config.name, &group_key(&m.target_group), api_id)
+            .await
+        {
+            Ok(owned) => Some(owned),
+            Err(e) => {
+                view.error = Some(format!("reading the ownership records: {e}"));
+                None
+            }
+        };
+        view.memberships.push(OwnedMembership {
+            target_group: m.target_group.clone(),
+            owned,
+        });
+    }
+    view
 }
 
 async fn history(

@@ -8,8 +8,8 @@ use super::broker::QueueDepth;
 use super::routes::{self, *};
 use super::ApiError;
 use crate::explain::{
-    Account, AccountState, Explanation, History, HistoryEvent, Membership, MembershipState, Plan,
-    PlanStatus,
+    Account, AccountState, Explanation, History, HistoryEvent, Membership, MembershipState,
+    OwnedMembership, Ownership, Plan, PlanStatus,
 };
 
 #[derive(OpenApi)]
@@ -37,7 +37,7 @@ use crate::explain::{
     components(schemas(
         ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
         PauseView, Cleared, EventsPage, EventView, CallView, DeadLettersView, RequeueRequest,
-        Requeued, Explanation, History, HistoryEvent, Account, AccountState, Membership,
+        Requeued, Explanation, History, HistoryEvent, Account, AccountState, Membership, Ownership, OwnedMembership,
         MembershipState, Plan, PlanStatus
     )),
     modifiers(&Credentials),

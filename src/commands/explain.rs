@@ -240,13 +240,7 @@ pub fn render(e: &Explanation) -> String {
         }
     }
 
-    s.push_str(&format!(
-        "\nownership: {}\n",
-        match &e.ownership {
-            None => "not recorded".to_string(),
-            Some(o) => shown_detail(&o.to_string()),
-        }
-    ));
+    s.push_str(&ownership_lines(e.ownership.as_ref()));
 
     let p = &e.plan;
     match (&p.group, p.status) {
@@ -267,7 +261,7 @@ pub fn render(e: &Explanation) -> String {
                 shown(group)
             ));
             for w in &p.writes {
-                s.push_str(&format!("  would {}\n", shown_detail(w)));
+                s.push_str(&format!("  {}\n", shown_detail(w)));
             }
             s.push_str(&format!(
                 "  engine: {} [{} call(s), the writes among them recorded, not sent]\n",
@@ -289,4 +283,33 @@ mod tests {
         let long = "x".repeat(10_000);
         assert!(shown(&long).len() < 400, "{}", shown(&long).len());
     }
+}
+
+/// The ownership part: whether the worker owns the account and each
+/// membership, i.e. whether `remove_only_owned` would let it remove them.
+fn ownership_lines(ownership: Option<&crate::explain::Ownership>) -> String {
+    let Some(o) = ownership else {
+        return "\nownership: not recorded (the worker file has no [journal])\n".into();
+    };
+    let owned = |v: Option<bool>| match v {
+        Some(true) => "owned",
+        Some(false) => "not owned",
+        None => "unknown",
+    };
+    let mut s = format!(
+        "\nownership (remove_only_owned = {}):\n  account: {}\n",
+        o.remove_only_owned,
+        owned(o.account)
+    );
+    for m in &o.memberships {
+        s.push_str(&format!(
+            "  member of {}: {}\n",
+            shown(&m.target_group),
+            owned(m.owned)
+        ));
+    }
+    if let Some(error) = &o.error {
+        s.push_str(&format!("  error: {}\n", shown_detail(error)));
+    }
+    s
 }

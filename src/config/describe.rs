@@ -44,6 +44,7 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
         "max_removal_share": p.max_removal_share,
         "removal_guard_min": p.removal_guard_min,
         "max_removals": p.max_removals,
+        "remove_only_owned": p.remove_only_owned,
         "auth": { "scheme": p.auth.scheme(), "client_secret": REDACTED },
         "tls": tls(&p.tls),
         "on_behalf_of": p.on_behalf_of.as_ref().map(|o| json!({"header": o.header, "value": o.value})),

@@ -233,6 +233,13 @@ pub struct ProvisionerFile {
     /// and whatever `removal_guard_min`. 0 = no absolute limit.
     #[serde(default = "default_max_removals")]
     pub max_removals: usize,
+    /// Deprovisions and full syncs remove only the remote accounts and
+    /// memberships this worker created or adopted (recorded in the journal's
+    /// store); every other one is left alone and reported. Needs `[journal]`
+    /// in the worker file. false: remove whatever the event says, as the
+    /// original did.
+    #[serde(default = "default_remove_only_owned")]
+    pub remove_only_owned: bool,
     /// How requests are authenticated.
     pub auth: Option<AuthFile>,
     /// Custom CA / client certificate for the target.
@@ -284,6 +291,10 @@ fn default_removal_guard_min() -> usize {
 /// Like Entra ID's default accidental-deletions threshold.
 fn default_max_removals() -> usize {
     500
+}
+/// The original's behaviour: removals do not ask who made the account.
+fn default_remove_only_owned() -> bool {
+    false
 }
 fn default_target_group_retry_delay() -> u64 {
     20

@@ -65,6 +65,7 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
     let paths = provisioner_paths(&file.provisioners, &mut p);
     let provisioners = load_provisioners(&paths, &mut errors);
     validate::retry_budgets(&amqp, &provisioners, &mut errors);
+    validate::ownership_store(worker_file, journal.is_some(), &provisioners, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

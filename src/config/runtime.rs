@@ -193,6 +193,8 @@ pub struct ProvisionerConfig {
     pub removal_guard_min: usize,
     /// 0: no absolute limit.
     pub max_removals: usize,
+    /// Removals leave alone what the worker does not own (`engine::ownership`).
+    pub remove_only_owned: bool,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
     pub on_behalf_of: Option<OnBehalfOf>,

@@ -47,6 +47,7 @@ fn defaults_follow_the_original() {
     assert_eq!(p.provision_strategy, ProvisionStrategy::QueryFirst);
     assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
     assert_eq!(p.timeout, Duration::from_secs(30));
+    assert!(!p.remove_only_owned, "removals as the original made them");
     assert_eq!(p.dead_letter_queue(), "provisioner.zoom.dead");
     // The summary of `check` names the choices as they are written.
     assert_eq!(
@@ -272,4 +273,53 @@ fn amqp_tls_with_a_plain_amqp_url_is_an_error() {
     assert!(amqp_errors(plain, Some("amqps://u:p@mq.example.com/%2f")).is_empty());
     // Without a [amqp.tls] table a plain URL is fine.
     assert!(amqp_errors("[amqp]\nurl = \"amqp://u:p@mq/%2f\"\n", None).is_empty());
+}
+
+/// `remove_only_owned` needs the journal's store: without `[journal]` the
+/// worker file is refused, naming the provisioner file, the key, the worker
+/// file and the fix; with it, or with the option off, it loads.
+#[test]
+fn remove_only_owned_needs_a_journal_in_the_worker_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let provisioner = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\nremove_only_owned = true\n{}",
+        rest()
+    );
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    write("owned.toml", &provisioner);
+    write(
+        "plain.toml",
+        &provisioner.replace("remove_only_owned = true", ""),
+    );
+    let worker = dir.path().join("worker.toml");
+    write(
+        "worker.toml",
+        "provisioners = [\"owned.toml\", \"plain.toml\"]\n",
+    );
+    let errors = match load(&worker) {
+        Ok(_) => panic!("loaded without a journal"),
+        Err(e) => e.0,
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(e.file, dir.path().join("owned.toml"));
+    assert_eq!(e.key, "remove_only_owned");
+    assert!(e.problem.contains(&worker.display().to_string()), "{e}");
+    assert!(e.problem.contains("no `[journal]`"), "{e}");
+    assert!(e.fix.contains("add a `[journal]` table"), "{e}");
+    assert!(e.fix.contains("remove_only_owned = false"), "{e}");
+
+    write(
+        "worker.toml",
+        "provisioners = [\"owned.toml\", \"plain.toml\"]\n[journal]\npath = \"j.sqlite\"\n",
+    );
+    let config = load(&worker).unwrap_or_else(|e| panic!("{e}"));
+    let owned: Vec<bool> = config
+        .provisioners
+        .iter()
+        .map(|p| p.remove_only_owned)
+        .collect();
+    assert_eq!(owned, [true, false]);
 }

@@ -108,6 +108,33 @@ pub(super) fn retry_budgets(
     }
 }
 
+/// `remove_only_owned` reads and writes the ownership records, which live
+/// in the journal's store: the worker file must have a `[journal]`.
+pub(super) fn ownership_store(
+    worker_file: &Path,
+    has_journal: bool,
+    provisioners: &[ProvisionerConfig],
+    errors: &mut Vec<ConfigError>,
+) {
+    if has_journal {
+        return;
+    }
+    for prov in provisioners.iter().filter(|p| p.remove_only_owned) {
+        errors.push(ConfigError {
+            file: prov.file.clone(),
+            key: "remove_only_owned".into(),
+            problem: format!(
+                "is true, but the worker file `{}` has no `[journal]`: the records of what the worker owns are kept in the journal's store",
+                worker_file.display()
+            ),
+            fix: format!(
+                "add a `[journal]` table to `{}` (e.g. `path = \"journal.sqlite\"`, or `url = \"postgres://...\"` shared by several workers), or set remove_only_owned = false",
+                worker_file.display()
+            ),
+        });
+    }
+}
+
 fn tls(t: TlsFile, key: &str, base: &Path, p: &mut Problems<'_>) -> TlsConfig {
     let mut pem = |name: &str, v: Option<String>| -> Option<PathBuf> {
         let path = base.join(v?);
@@ -198,6 +225,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
         max_removal_share: f.max_removal_share,
         removal_guard_min: f.removal_guard_min,
         max_removals: f.max_removals,
+        remove_only_owned: f.remove_only_owned,
         auth,
         tls,
         on_behalf_of,

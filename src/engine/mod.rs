@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::config::{FullSyncUpdates, GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
 use crate::event::{Action, Attributes, Event, Subjects, SyncSubject};
+use crate::target::dry_run::WriteLog;
 use crate::target::{SubjectContext, TargetApi, TargetError, TargetResult};
 
 mod accounts;
@@ -19,6 +20,8 @@ pub mod cache;
 mod groups;
 mod guard;
 pub mod health;
+mod owned;
+pub mod ownership;
 pub mod pace;
 mod progress;
 mod resolve;
@@ -26,6 +29,7 @@ pub mod retry;
 mod syncs;
 
 use cache::{AccountCache, GroupCache, SubjectCache};
+use ownership::{MemoryOwnership, Ownership};
 use pace::Pacer;
 
 /// What applying an event did.
@@ -42,7 +46,8 @@ pub struct Outcome {
 pub enum OutcomeStatus {
     /// The target is now in the state the event asked for.
     Applied,
-    /// Nothing to do for this provisioner (unmapped group, unmanaged login).
+    /// Nothing to do for this provisioner (unmapped group, unmanaged login,
+    /// a removal of what the worker does not own under `remove_only_owned`).
     Ignored,
 }
 
@@ -139,6 +144,18 @@ pub struct Engine {
     max_removal_share: f64,
     removal_guard_min: usize,
     max_removals: usize,
+    /// Removals leave alone what `ownership` does not say the worker owns.
+    remove_only_owned: bool,
+    /// Where what the worker creates and adopts is recorded; none when
+    /// nothing is recorded (no journal store, `remove_only_owned` off).
+    ownership: Option<Arc<dyn Ownership>>,
+    /// A dry run's plan: what is left alone is noted there too.
+    plan: Option<WriteLog>,
+    /// Ownership writes in flight in the background (`remove_only_owned`
+    /// off), at most `owned::BACKGROUND_WRITES`.
+    background: Arc<tokio::sync::Semaphore>,
+    /// Ownership records dropped because the background was full.
+    records_dropped: AtomicU64,
     accounts: AccountCache,
     /// Subject -> match value, for events that come without attributes.
     subjects: SubjectCache,
@@ -164,6 +181,16 @@ impl Engine {
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
             max_removals: config.max_removals,
+            remove_only_owned: config.remove_only_owned,
+            // Without a store given, what this process creates and adopts is
+            // remembered for its life, so that the option keeps its promise
+            // (never remove what it does not own) rather than removing all.
+            ownership: config
+                .remove_only_owned
+                .then(|| Arc::new(MemoryOwnership::default()) as Arc<dyn Ownership>),
+            plan: None,
+            background: Arc::new(tokio::sync::Semaphore::new(owned::BACKGROUND_WRITES)),
+            records_dropped: AtomicU64::new(0),
             accounts: AccountCache::new(
                 config.account_cache_size,
                 config.account_cache_validity_period,
@@ -174,6 +201,19 @@ impl Engine {
             member_pace: Pacer::new(config.member_sync_rate_limit),
             paced_us: AtomicU64::new(0),
         }
+    }
+
+    /// Records ownership in `store` (the journal's, or a dry run's
+    /// rehearsal of it): from now on whatever the engine creates or adopts.
+    pub fn with_ownership(mut self, store: Arc<dyn Ownership>) -> Self {
+        self.ownership = Some(store);
+        self
+    }
+
+    /// Notes in a dry run's plan what is left alone, beside the writes.
+    pub fn with_plan(mut self, plan: WriteLog) -> Self {
+        self.plan = Some(plan);
+        self
     }
 
     /// Paces (per phase) and counts one API call.
@@ -300,13 +340,11 @@ impl Engine {
                     (None, Action::Add | Action::Update) => {
                         self.provision(tally, &ctx).await.map(applied)
                     }
-                    (None, Action::Delete) => self.deprovision(tally, &ctx).await.map(applied),
+                    (None, Action::Delete) => self.deprovision(tally, &ctx).await,
                     (Some(g), Action::Add | Action::Update) => {
                         self.add_member(tally, g, &ctx).await.map(applied)
                     }
-                    (Some(g), Action::Delete) => {
-                        self.remove_member(tally, g, &ctx).await.map(applied)
-                    }
+                    (Some(g), Action::Delete) => self.remove_member(tally, g, &ctx).await,
                     (_, Action::MembershipSync) => {
                         Err(TargetError::permanent("membership_sync needs `subjects`"))
                     }

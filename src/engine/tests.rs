@@ -46,6 +46,7 @@ mod failures;
 mod groups;
 mod guard;
 mod memory;
+mod ownership;
 mod pacing;
 mod routing;
 mod syncs;

@@ -69,7 +69,14 @@ async fn known_history(svc: &Service) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_history_the_account_its_groups_and_the_plan_and_writes_nothing() {
     let _broker = shared().await;
-    let svc = Service::start(TOKENS, "path = \"journal.sqlite\"", "").await;
+    // Ownership is recorded before each event's acknowledgement with the
+    // option on, so the explanation sees it.
+    let svc = Service::start(
+        TOKENS,
+        "path = \"journal.sqlite\"",
+        "remove_only_owned = true",
+    )
+    .await;
     known_history(&svc).await;
     let id = svc.mock.user(MAIL).unwrap().id;
     let writes_before = writes_seen(&svc.mock);
@@ -119,13 +126,18 @@ async fn explain_shows_the_history_the_account_its_groups_and_the_plan_and_write
             {"group": STAFF, "target_group": "Staff", "state": "member", "error": null},
         ])
     );
-    assert_eq!(e["ownership"], Value::Null);
+    assert_eq!(
+        e["ownership"],
+        json!({"remove_only_owned": true, "account": true,
+               "memberships": [{"target_group": "Staff", "owned": true}], "error": null}),
+        "the worker created the account and added the membership"
+    );
     assert_eq!(e["plan"]["action"], "add");
     assert_eq!(e["plan"]["group"], USERS);
     assert_eq!(e["plan"]["status"], "planned");
     assert_eq!(
         e["plan"]["writes"],
-        json!([format!("update account {id} (`{MAIL}`)")])
+        json!([format!("would update account {id} (`{MAIL}`)")])
     );
 
     // The target was read (the look-up among them) and never written to.
@@ -164,7 +176,7 @@ async fn explain_shows_the_history_the_account_its_groups_and_the_plan_and_write
     );
     assert_eq!(
         e["plan"]["writes"],
-        json!([format!("add {id} (`{MAIL}`) to group `Admins`")]),
+        json!([format!("would add {id} (`{MAIL}`) to group `Admins`")]),
         "{e:#}"
     );
     assert_eq!(e["history"]["events"].as_array().unwrap().len(), 2);
@@ -193,7 +205,9 @@ async fn explain_shows_the_history_the_account_its_groups_and_the_plan_and_write
         format!("present, ID {id}; not in step"),
         "app:example:staff -> Staff: member".into(),
         "app:example:admins -> Admins: not a member".into(),
-        "ownership: not recorded".into(),
+        "ownership (remove_only_owned = true):".into(),
+        "  account: owned".into(),
+        "  member of Staff: owned".into(),
         format!("would update account {id} (`{MAIL}`)"),
         format!("added {id} to Staff"),
     ] {
@@ -241,10 +255,10 @@ async fn the_admin_api_explains_a_subject_with_the_read_role() {
     assert_eq!(e["history"]["more"], true);
     assert_eq!(e["account"]["api_id"], id.as_str());
     assert_eq!(e["memberships"][1]["state"], "member");
-    assert_eq!(e["ownership"], Value::Null);
+    assert_eq!(e["ownership"]["remove_only_owned"], false);
     assert_eq!(
         e["plan"]["writes"],
-        json!([format!("update account {id} (`{MAIL}`)")])
+        json!([format!("would update account {id} (`{MAIL}`)")])
     );
     assert_eq!(writes_seen(&svc.mock), writes_before, "explain wrote");
 

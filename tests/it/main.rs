@@ -18,6 +18,7 @@ mod explain;
 mod guarantees;
 mod hostile;
 mod options;
+mod ownership;
 mod process;
 mod scim;
 mod secrets;

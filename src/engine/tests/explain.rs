@@ -54,7 +54,7 @@ async fn create_first_plans_say_what_the_target_would_answer_and_nothing_is_writ
         ]
     );
     assert_eq!(e.plan.status, PlanStatus::Planned);
-    assert_eq!(e.plan.writes, ["create account `jdoe`"]);
+    assert_eq!(e.plan.writes, ["would create account `jdoe`"]);
     assert!(e.plan.detail.contains("create-first"), "{}", e.plan.detail);
     assert!(!e.history.journal);
     assert_eq!(e.ownership, None);
