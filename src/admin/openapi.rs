@@ -30,7 +30,7 @@ use super::ApiError;
         serve,
     ),
     components(schemas(
-        ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
+        ApiError, Health, Readiness, ProvisionerView, TargetView, PacingView, MinuteRateView, QueueDepth,
         PauseView, Cleared, EventsPage, EventView, CallView, DeadLettersView, RequeueRequest,
         Requeued
     )),
