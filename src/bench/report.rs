@@ -35,9 +35,9 @@ pub struct Report {
     pub adaptive: Option<AdaptiveRun>,
 }
 
-/// 9. Cold subjects (look-up + PATCH each) at latency 0, no configured rate
-/// limit, `[pacing]` defaults, against the mock refusing (429,
-/// `Retry-After: 1`) every call above its limit in any one second.
+/// Measurement 9: cold subjects (look-up + PATCH each) at latency 0, no
+/// configured rate limit, `[pacing]` defaults, against the mock refusing
+/// (429, `Retry-After: 1`) every call above its limit in any one second.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdaptiveRun {
     pub run: WorkerRun,
