@@ -17,6 +17,7 @@ mod docs;
 mod guarantees;
 mod hostile;
 mod options;
+mod pacing;
 mod process;
 mod scim;
 mod secrets;
