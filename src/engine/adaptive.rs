@@ -312,15 +312,19 @@ impl AdaptivePace {
             Err(e) if e.is_throttled() => {
                 self.throttled.fetch_add(1, Ordering::Relaxed);
                 let hold = e.retry_after.map(|r| r.min(self.max_hold));
-                let mut state = self.lock();
-                if state.throttled(started, hold, now) {
+                let (cut, rate, concurrency) = {
+                    let mut state = self.lock();
+                    let cut = state.throttled(started, hold, now);
+                    (cut, state.rate, state.concurrency())
+                };
+                if cut {
                     tracing::info!(
-                        rate = state.rate.unwrap_or(0.0),
-                        concurrency = state.concurrency(),
+                        rate = rate.unwrap_or(0.0),
+                        concurrency,
                         "the target throttles: pace lowered"
                     );
                 }
-                state.concurrency()
+                concurrency
             }
             // Other failures say nothing about the pace.
             Err(_) => return,

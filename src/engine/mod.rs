@@ -104,7 +104,7 @@ pub trait Provisioner: Send + Sync {
 pub struct EngineStats {
     pub account_cache_hits: u64,
     pub account_cache_misses: u64,
-    /// Time calls spent waiting for the rate limits.
+    /// Time calls spent waiting for the rate limits and adaptive pacing.
     pub rate_limit_wait: Duration,
 }
 

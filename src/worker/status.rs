@@ -343,7 +343,7 @@ impl SampleSource for StatusSamples {
             );
             push(
                 "rate_limit_wait_seconds",
-                "Time calls waited for the configured rate limits",
+                "Time calls waited for the configured rate limits and adaptive pacing",
                 SampleKind::Counter,
                 stats.rate_limit_wait.as_secs_f64(),
             );
