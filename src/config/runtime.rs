@@ -153,17 +153,6 @@ pub struct PacingPolicy {
     pub min_rate: f64,
 }
 
-impl Default for PacingPolicy {
-    fn default() -> Self {
-        PacingPolicy {
-            adaptive: true,
-            decrease: 0.7,
-            increase: 1.0,
-            min_rate: 1.0,
-        }
-    }
-}
-
 /// The kind-specific part of a provisioner.
 #[derive(Debug, Clone)]
 pub enum KindConfig {
