@@ -78,7 +78,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these measurements, comma-separated: broker, target, worker,
-        /// hiding, original, rate-limit, sync.
+        /// hiding, original, rate-limit, sync, coalescing, adaptive.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Print the results as JSON instead of a table.

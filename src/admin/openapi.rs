@@ -35,7 +35,7 @@ use crate::explain::{
         serve,
     ),
     components(schemas(
-        ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
+        ApiError, Health, Readiness, ProvisionerView, TargetView, PacingView, MinuteRateView, QueueDepth,
         PauseView, Cleared, EventsPage, EventView, CallView, DeadLettersView, RequeueRequest,
         Requeued, Explanation, History, HistoryEvent, Account, AccountState, Membership, Ownership, OwnedMembership,
         MembershipState, Plan, PlanStatus

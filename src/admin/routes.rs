@@ -156,6 +156,20 @@ pub struct ProvisionerView {
     /// Events per minute over the last hour, oldest first (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     per_minute: Option<Vec<MinuteRateView>>,
+    /// Adaptive pacing now; absent when `[pacing] adaptive = false`.
+    pacing: Option<PacingView>,
+}
+
+/// What adaptive pacing allows now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PacingView {
+    /// Calls per second; null while nothing paces the calls (no rate limit
+    /// configured and no throttling seen).
+    rate: Option<f64>,
+    /// Events each consumer applies at once.
+    concurrency: usize,
+    /// Calls the target throttled (429, or `Retry-After`) since the start.
+    throttled: u64,
 }
 
 /// Events settled in one minute.
@@ -253,6 +267,14 @@ async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerVie
             hour_dead as f64 / hour_total as f64
         },
         per_minute: detail.then(|| minutes.iter().map(minute_view).collect()),
+        pacing: p.provisioner().pacing().map(|pace| {
+            let now = pace.snapshot();
+            PacingView {
+                rate: now.rate,
+                concurrency: now.concurrency,
+                throttled: now.throttled,
+            }
+        }),
     }
 }
 

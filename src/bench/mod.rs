@@ -47,11 +47,13 @@ pub enum Measurement {
     Sync,
     /// 8. A backlog of updates, coalesced and not.
     Coalescing,
+    /// 9. Adaptive pacing against a target that refuses (429) above its limit.
+    Adaptive,
 }
 
 impl Measurement {
     /// Every measurement, in report order.
-    pub const ALL: [Measurement; 8] = [
+    pub const ALL: [Measurement; 9] = [
         Measurement::Broker,
         Measurement::Target,
         Measurement::Worker,
@@ -60,6 +62,7 @@ impl Measurement {
         Measurement::RateLimit,
         Measurement::Sync,
         Measurement::Coalescing,
+        Measurement::Adaptive,
     ];
 
     /// The name `--only` takes.
@@ -73,6 +76,7 @@ impl Measurement {
             Measurement::RateLimit => "rate-limit",
             Measurement::Sync => "sync",
             Measurement::Coalescing => "coalescing",
+            Measurement::Adaptive => "adaptive",
         }
     }
 }

@@ -60,6 +60,12 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
             "probe_first_s": p.retry.probe_first.as_secs(),
             "probe_max_s": p.retry.probe_max.as_secs(),
         },
+        "pacing": {
+            "adaptive": p.pacing.adaptive,
+            "decrease": p.pacing.decrease,
+            "increase": p.pacing.increase,
+            "min_rate": p.pacing.min_rate,
+        },
     })
 }
 

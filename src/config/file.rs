@@ -270,6 +270,10 @@ pub struct ProvisionerFile {
     /// Retry budget for transient failures.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Adaptive pacing: how the worker slows down when the target says it
+    /// is asked too often (429 or `Retry-After`) and speeds up again.
+    #[serde(default)]
+    pub pacing: PacingFile,
     /// The API description for `kind = "rest"`.
     pub rest: Option<RestFile>,
     /// Overrides of the SCIM defaults for `kind = "scim"`.
@@ -390,6 +394,55 @@ impl Default for RetryFile {
             probe_max_s: default_probe_max_s(),
         }
     }
+}
+
+/// `[pacing]`: adaptive pacing per target (AIMD). On a 429 or a
+/// `Retry-After` the call rate and the events applied at once are cut by
+/// `decrease`; while calls succeed they grow again by `increase`, never above
+/// the configured limits (`account_sync_rate_limit_ms`,
+/// `member_sync_rate_limit_ms`, `concurrency`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingFile {
+    /// Whether the worker adapts its pace to the target's throttling; false
+    /// keeps only the fixed limits.
+    #[serde(default = "default_pacing_adaptive")]
+    pub adaptive: bool,
+    /// Factor (between 0 and 1, both excluded) the call rate and the
+    /// concurrency are multiplied by when the target throttles.
+    #[serde(default = "default_pacing_decrease")]
+    pub decrease: f64,
+    /// Calls per second the allowed rate grows by for each second of
+    /// successful calls.
+    #[serde(default = "default_pacing_increase")]
+    pub increase: f64,
+    /// Calls per second the allowed rate never goes below.
+    #[serde(default = "default_pacing_min_rate")]
+    pub min_rate: f64,
+}
+
+impl Default for PacingFile {
+    fn default() -> Self {
+        PacingFile {
+            adaptive: default_pacing_adaptive(),
+            decrease: default_pacing_decrease(),
+            increase: default_pacing_increase(),
+            min_rate: default_pacing_min_rate(),
+        }
+    }
+}
+
+fn default_pacing_adaptive() -> bool {
+    true
+}
+fn default_pacing_decrease() -> f64 {
+    0.7
+}
+fn default_pacing_increase() -> f64 {
+    1.0
+}
+fn default_pacing_min_rate() -> f64 {
+    1.0
 }
 
 fn default_max_attempts() -> u32 {

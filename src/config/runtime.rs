@@ -141,6 +141,18 @@ pub struct RetryPolicy {
     pub probe_max: Duration,
 }
 
+/// Adaptive pacing (`[pacing]`), validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PacingPolicy {
+    pub adaptive: bool,
+    /// In (0, 1).
+    pub decrease: f64,
+    /// Calls/s gained per second of successful calls; positive.
+    pub increase: f64,
+    /// Calls/s; positive.
+    pub min_rate: f64,
+}
+
 /// The kind-specific part of a provisioner.
 #[derive(Debug, Clone)]
 pub enum KindConfig {
@@ -205,6 +217,7 @@ pub struct ProvisionerConfig {
     pub coalesce: bool,
     pub partitions: u16,
     pub retry: RetryPolicy,
+    pub pacing: PacingPolicy,
     pub kind: KindConfig,
 }
 

@@ -323,3 +323,47 @@ fn remove_only_owned_needs_a_journal_in_the_worker_file() {
         .collect();
     assert_eq!(owned, [true, false]);
 }
+
+#[test]
+fn pacing_is_adaptive_by_default_and_its_factors_are_checked_together() {
+    let base = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}",
+        rest()
+    );
+    let p = parse(&base).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        p.pacing,
+        PacingPolicy {
+            adaptive: true,
+            decrease: 0.7,
+            increase: 1.0,
+            min_rate: 1.0,
+        }
+    );
+    let p =
+        parse(&format!(
+            "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\nadaptive = false\n{}",
+            rest()
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(!p.pacing.adaptive);
+    let bad = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\ndecrease = 1.0\nincrease = 0.0\nmin_rate = -2.0\n{}",
+        rest()
+    );
+    let e = errors(&bad);
+    let all = e.join("\n");
+    for key in ["pacing.decrease", "pacing.increase", "pacing.min_rate"] {
+        assert!(
+            all.contains(&format!("`{key}`")),
+            "{key} missing in:\n{all}"
+        );
+    }
+    assert_eq!(e.len(), 3, "{all}");
+    assert!(e.iter().all(|l| l.contains("fix:")), "{all}");
+    let e = errors(&format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\nslowly = true\n{}",
+        rest()
+    ));
+    assert!(e.join("\n").contains("slowly"), "{e:?}");
+}

@@ -16,6 +16,7 @@ use crate::target::dry_run::WriteLog;
 use crate::target::{SubjectContext, TargetApi, TargetError, TargetResult};
 
 mod accounts;
+pub mod adaptive;
 pub mod cache;
 mod groups;
 mod guard;
@@ -28,6 +29,7 @@ mod resolve;
 pub mod retry;
 mod syncs;
 
+use adaptive::{AdaptivePace, PaceLimits};
 use cache::{AccountCache, GroupCache, SubjectCache};
 use ownership::{MemoryOwnership, Ownership};
 use pace::Pacer;
@@ -95,6 +97,11 @@ pub trait Provisioner: Send + Sync {
     /// Forgets every cached ID (an operator's request after changes made on
     /// the target by hand).
     fn clear_caches(&self) {}
+    /// The target's adaptive pace, when `[pacing] adaptive` is on: the
+    /// consumers apply no more events at once than it allows.
+    fn pacing(&self) -> Option<Arc<AdaptivePace>> {
+        None
+    }
 }
 
 /// What an engine has counted since it started.
@@ -102,7 +109,7 @@ pub trait Provisioner: Send + Sync {
 pub struct EngineStats {
     pub account_cache_hits: u64,
     pub account_cache_misses: u64,
-    /// Time calls spent waiting for the rate limits.
+    /// Time calls spent waiting for the rate limits and adaptive pacing.
     pub rate_limit_wait: Duration,
 }
 
@@ -162,6 +169,8 @@ pub struct Engine {
     groups: GroupCache,
     account_pace: Option<Pacer>,
     member_pace: Option<Pacer>,
+    /// Slows down when the target throttles (`[pacing]`); `None` when off.
+    adaptive: Option<Arc<AdaptivePace>>,
     /// Microseconds calls waited for a pacer.
     paced_us: AtomicU64,
 }
@@ -199,6 +208,13 @@ impl Engine {
             groups: GroupCache::new(config.target_group_cache_size),
             account_pace: Pacer::new(config.account_sync_rate_limit),
             member_pace: Pacer::new(config.member_sync_rate_limit),
+            adaptive: config.pacing.adaptive.then(|| {
+                Arc::new(AdaptivePace::new(
+                    config.pacing,
+                    pace_limits(config),
+                    config.retry.max_backoff,
+                ))
+            }),
             paced_us: AtomicU64::new(0),
         }
     }
@@ -227,13 +243,26 @@ impl Engine {
             Phase::Account => &self.account_pace,
             Phase::Member => &self.member_pace,
         };
+        let mut waited = Duration::ZERO;
         if let Some(p) = pacer {
-            let waited = p.wait().await;
-            let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-            self.paced_us.fetch_add(us, Ordering::Relaxed);
+            waited += p.wait().await;
         }
+        // After the fixed limit, so that the start it records is the call's.
+        let admission = match &self.adaptive {
+            Some(a) => Some(a.admit().await),
+            None => None,
+        };
+        if let Some(a) = &admission {
+            waited += a.waited;
+        }
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.paced_us.fetch_add(us, Ordering::Relaxed);
         tally.calls += 1;
-        fut.await
+        let result = fut.await;
+        if let (Some(pace), Some(a)) = (&self.adaptive, admission) {
+            pace.record(a.started, &result);
+        }
+        result
     }
 
     fn context(
@@ -383,6 +412,10 @@ impl Provisioner for Engine {
         }
     }
 
+    fn pacing(&self) -> Option<Arc<AdaptivePace>> {
+        self.adaptive.clone()
+    }
+
     fn clear_caches(&self) {
         self.accounts.clear();
         self.subjects.clear();
@@ -403,6 +436,33 @@ impl Provisioner for Engine {
                 api_calls: tally.calls,
             }),
         }
+    }
+}
+
+/// The ceilings of adaptive pacing: `concurrency`, and the fastest rate
+/// the fixed limits allow over the phases this provisioner has (none when
+/// one of them is unlimited: then only throttling paces the calls).
+fn pace_limits(config: &ProvisionerConfig) -> PaceLimits {
+    let needs = config.needs();
+    let phases = [
+        (needs.accounts, config.account_sync_rate_limit),
+        (needs.groups, config.member_sync_rate_limit),
+    ];
+    let mut max_rate: Option<f64> = None;
+    for (used, period) in phases {
+        if !used {
+            continue;
+        }
+        if period.is_zero() {
+            max_rate = None;
+            break;
+        }
+        let rate = 1.0 / period.as_secs_f64();
+        max_rate = Some(max_rate.map_or(rate, |m| m.max(rate)));
+    }
+    PaceLimits {
+        max_rate,
+        max_concurrency: config.concurrency,
     }
 }
 

@@ -39,6 +39,7 @@ use crate::target::{
 };
 
 mod accounts;
+mod adaptive;
 mod caching;
 mod coalescing;
 mod explain;

@@ -509,12 +509,29 @@ async fn journal_scenario(journal: &str) {
         "provisioner_in_flight",
         "provisioner_account_cache_hits_total",
         "provisioner_journal_rows_dropped_total",
+        "provisioner_pacing_rate",
+        "provisioner_pacing_concurrency",
+        "provisioner_target_throttled_total",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == name),
             "{name} missing"
         );
     }
+    // Nothing throttled: adaptive pacing allows the configured concurrency.
+    let (_, view) = call(
+        &client,
+        Method::GET,
+        &format!("{base}/v1/provisioners/example"),
+        Some(("bearer", "reader-token")),
+    )
+    .await;
+    let view: Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["pacing"]["throttled"], 0, "{view}");
+    assert!(
+        view["pacing"]["concurrency"].as_u64().unwrap() >= 1,
+        "{view}"
+    );
 
     // The journal survives a restart.
     svc.restart().await;

@@ -19,6 +19,7 @@ mod guarantees;
 mod hostile;
 mod options;
 mod ownership;
+mod pacing;
 mod process;
 mod scim;
 mod secrets;

@@ -180,6 +180,12 @@ impl Harness {
         }
     }
 
+    /// Each provisioner's live state, of the worker of [`Harness::prepare`]
+    /// (before [`Harness::start_worker`]).
+    pub fn statuses(&self) -> Vec<std::sync::Arc<provisioner::worker::ProvisionerStatus>> {
+        self.idle.as_ref().map(|w| w.statuses()).unwrap_or_default()
+    }
+
     /// Starts the worker of [`Harness::prepare`].
     pub fn start_worker(&mut self) {
         if let Some(worker) = self.idle.take() {
