@@ -116,39 +116,39 @@ pub(super) async fn metrics(State(s): State<Shared>) -> Response {
 /// A provisioner's target as the worker sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TargetView {
-    up: bool,
+    pub(super) up: bool,
     /// When it went down (RFC 3339), while it is down.
-    down_since: Option<String>,
+    pub(super) down_since: Option<String>,
     /// Why, and the last probe's answer.
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 /// One provisioner's state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProvisionerView {
-    name: String,
+    pub(super) name: String,
     /// `consuming`, `paused`, `target_down`, `broker_down`, `connecting` or `stopped`.
-    state: &'static str,
-    paused: bool,
-    target: TargetView,
+    pub(super) state: &'static str,
+    pub(super) paused: bool,
+    pub(super) target: TargetView,
     /// Each consumed queue's consumer.
     #[schema(value_type = Object)]
-    consumers: BTreeMap<String, ConsumerState>,
+    pub(super) consumers: BTreeMap<String, ConsumerState>,
     /// The consumed queues and the dead-letter queue, as the broker counts
     /// them; absent when the broker cannot be asked.
-    queues: Option<Vec<QueueDepth>>,
+    pub(super) queues: Option<Vec<QueueDepth>>,
     /// Why the broker could not be asked.
-    queues_error: Option<String>,
-    in_flight: usize,
+    pub(super) queues_error: Option<String>,
+    pub(super) in_flight: usize,
     /// When the last event was applied (RFC 3339).
-    last_success: Option<String>,
+    pub(super) last_success: Option<String>,
     /// Events settled over the last 5 minutes, per minute.
-    events_per_minute: f64,
+    pub(super) events_per_minute: f64,
     /// Share of the last hour's settled events that were dead-lettered.
-    error_rate: f64,
+    pub(super) error_rate: f64,
     /// Events per minute over the last hour, oldest first (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    per_minute: Option<Vec<MinuteRateView>>,
+    pub(super) per_minute: Option<Vec<MinuteRateView>>,
 }
 
 /// Events settled in one minute.
@@ -163,7 +163,7 @@ pub struct MinuteRateView {
     coalesced: u64,
 }
 
-fn state_of(p: &ProvisionerStatus) -> &'static str {
+pub(super) fn state_of(p: &ProvisionerStatus) -> &'static str {
     let consumers = p.consumers();
     if p.is_paused() {
         "paused"
@@ -186,7 +186,8 @@ fn state_of(p: &ProvisionerStatus) -> &'static str {
     }
 }
 
-async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerView {
+/// One provisioner's state, as `/v1/provisioners` and the console show it.
+pub(super) async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerView {
     let config = s
         .state
         .config
@@ -363,59 +364,61 @@ pub(super) async fn clear_cache(
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// This provisioner only.
-    provisioner: Option<String>,
+    pub(super) provisioner: Option<String>,
     /// This subject only (case-insensitive).
-    subject: Option<String>,
+    pub(super) subject: Option<String>,
     /// This group only.
-    group: Option<String>,
+    pub(super) group: Option<String>,
     /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
-    result: Option<String>,
+    pub(super) result: Option<String>,
     /// Settled at or after (RFC 3339).
-    from: Option<String>,
+    pub(super) from: Option<String>,
     /// Settled before (RFC 3339).
-    to: Option<String>,
+    pub(super) to: Option<String>,
     /// This event only.
-    event_id: Option<String>,
+    pub(super) event_id: Option<String>,
+    /// The journal row with this id only (the `id` of an event).
+    pub(super) id: Option<i64>,
     /// From the `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(super) cursor: Option<String>,
     /// Rows per page: 100 by default, at most 1,000.
-    limit: Option<u32>,
+    pub(super) limit: Option<u32>,
 }
 
 /// One target call an event made.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallView {
-    operation: String,
-    method: String,
+    pub(super) operation: String,
+    pub(super) method: String,
     /// The URL as configured, never the concrete one.
-    path_template: String,
+    pub(super) path_template: String,
     /// None when no answer came.
-    status: Option<u16>,
-    duration_ms: u64,
+    pub(super) status: Option<u16>,
+    pub(super) duration_ms: u64,
 }
 
 /// One event's outcome.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
     /// The journal's row id.
-    id: i64,
+    pub(super) id: i64,
     /// When it was settled (RFC 3339).
-    at: String,
-    provisioner: String,
-    event_id: String,
-    action: Option<String>,
-    group: Option<String>,
-    subject: Option<String>,
+    pub(super) at: String,
+    pub(super) provisioner: String,
+    pub(super) event_id: String,
+    pub(super) action: Option<String>,
+    pub(super) group: Option<String>,
+    pub(super) subject: Option<String>,
     /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
-    result: String,
-    detail: String,
-    attempts: u32,
-    api_calls: u32,
-    duration_ms: u64,
-    redelivered: bool,
+    pub(super) result: String,
+    pub(super) detail: String,
+    pub(super) attempts: u32,
+    pub(super) api_calls: u32,
+    pub(super) duration_ms: u64,
+    pub(super) redelivered: bool,
     /// Which worker process (`host:pid`).
-    worker: String,
-    calls: Vec<CallView>,
+    pub(super) worker: String,
+    pub(super) calls: Vec<CallView>,
 }
 
 impl From<StoredEntry> for EventView {
@@ -454,9 +457,9 @@ impl From<StoredEntry> for EventView {
 /// A page of outcomes, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsPage {
-    events: Vec<EventView>,
+    pub(super) events: Vec<EventView>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -480,6 +483,11 @@ pub(super) async fn events(
     State(s): State<Shared>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
+    events_page(&s, q).await.map(Json)
+}
+
+/// A page of the journal: what `/v1/events` answers and the console shows.
+pub(super) async fn events_page(s: &Shared, q: EventsQuery) -> Result<EventsPage, ApiError> {
     let Some(journal) = &s.state.journal else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -503,6 +511,7 @@ pub(super) async fn events(
         from_ms: time_param("from", q.from.as_deref())?,
         to_ms: time_param("to", q.to.as_deref())?,
         event_id: q.event_id,
+        id: q.id,
     };
     let page = journal
         .query(
@@ -519,10 +528,10 @@ pub(super) async fn events(
             }
             other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         })?;
-    Ok(Json(EventsPage {
+    Ok(EventsPage {
         events: page.entries.into_iter().map(EventView::from).collect(),
         next_cursor: page.next_cursor,
-    }))
+    })
 }
 
 // --------------------------------------------------------- dead letters
@@ -541,7 +550,7 @@ pub struct DeadLettersView {
     provisioner: String,
     queue: String,
     #[schema(value_type = Vec<Object>)]
-    letters: Vec<ParkedEvent>,
+    pub(super) letters: Vec<ParkedEvent>,
 }
 
 fn topology_of(s: &Shared, name: &str) -> Result<Topology, ApiError> {
@@ -567,19 +576,25 @@ pub(super) async fn dead_letters(
     Path(name): Path<String>,
     Query(q): Query<DeadLettersQuery>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
-    let topology = topology_of(&s, &name)?;
-    let letters = list_parked(
-        s.broker.amqp(),
-        &topology.dead_letter,
-        q.limit.unwrap_or(100),
-    )
-    .await
-    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(DeadLettersView {
+    parked(&s, name, q.limit.unwrap_or(100)).await.map(Json)
+}
+
+/// Up to `limit` of a provisioner's parked events: what
+/// `/v1/dead-letters/{name}` answers and the console shows.
+pub(super) async fn parked(
+    s: &Shared,
+    name: String,
+    limit: usize,
+) -> Result<DeadLettersView, ApiError> {
+    let topology = topology_of(s, &name)?;
+    let letters = list_parked(s.broker.amqp(), &topology.dead_letter, limit)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(DeadLettersView {
         provisioner: name,
         queue: topology.dead_letter,
         letters,
-    }))
+    })
 }
 
 /// Which letters to requeue.
@@ -587,17 +602,17 @@ pub(super) async fn dead_letters(
 #[serde(default, deny_unknown_fields)]
 pub struct RequeueRequest {
     /// Only the letter with this event id; all when absent.
-    event_id: Option<String>,
+    pub(super) event_id: Option<String>,
     /// At most this many.
-    limit: Option<usize>,
+    pub(super) limit: Option<usize>,
     /// Apply them past the mass-deprovision guard, once.
-    allow_removals: bool,
+    pub(super) allow_removals: bool,
 }
 
 /// How many letters went back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Requeued {
-    requeued: usize,
+    pub(super) requeued: usize,
 }
 
 /// Sends parked events back to where the provisioner consumes them; each is
@@ -614,8 +629,18 @@ pub(super) async fn requeue(
     Path(name): Path<String>,
     body: Option<Json<RequeueRequest>>,
 ) -> Result<Json<Requeued>, ApiError> {
-    let topology = topology_of(&s, &name)?;
     let request = body.map(|Json(b)| b).unwrap_or_default();
+    requeue_letters(&s, &name, request).await.map(Json)
+}
+
+/// Sends a provisioner's parked events back: what
+/// `/v1/dead-letters/{name}/requeue` and the console's requeue do.
+pub(super) async fn requeue_letters(
+    s: &Shared,
+    name: &str,
+    request: RequeueRequest,
+) -> Result<Requeued, ApiError> {
+    let topology = topology_of(s, name)?;
     let options = RequeueOptions {
         limit: request.limit,
         event_id: request.event_id,
@@ -627,7 +652,7 @@ pub(super) async fn requeue(
     let requeued = requeue_parked(s.broker.amqp(), &topology, &options)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(Requeued { requeued }))
+    Ok(Requeued { requeued })
 }
 
 // --------------------------------------------------------------- config

@@ -15,7 +15,7 @@ use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
 /// A free port on loopback (the admin API binds it right after).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,25 +25,25 @@ fn free_port() -> u16 {
 
 /// The whole service on a fresh queue: worker file, provisioner file,
 /// journal and admin API, running in this process.
-struct Service {
-    dir: tempfile::TempDir,
-    mock: MockTarget,
-    queue: String,
-    base: String,
-    worker_toml: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+pub(crate) struct Service {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) mock: MockTarget,
+    pub(crate) queue: String,
+    pub(crate) base: String,
+    pub(crate) worker_toml: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), ServiceError>>,
 }
 
 impl Service {
     /// `admin` and `journal`: the bodies of those tables (the port is added).
-    async fn start(admin: &str, journal: &str, provisioner_overrides: &str) -> Service {
+    pub(crate) async fn start(admin: &str, journal: &str, provisioner_overrides: &str) -> Service {
         let probe = reqwest::Client::new();
         Self::start_probed(admin, journal, provisioner_overrides, probe).await
     }
 
     /// [`Service::start`], polling readiness with `probe` (an HTTPS client).
-    async fn start_probed(
+    pub(crate) async fn start_probed(
         admin: &str,
         journal: &str,
         provisioner_overrides: &str,
@@ -103,7 +103,7 @@ impl Service {
         }
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
         tokio::time::timeout(DEADLINE, task)
@@ -119,7 +119,7 @@ impl Service {
         self.wait_ready(&reqwest::Client::new()).await;
     }
 
-    async fn publish(&self, events: &[Value]) {
+    pub(crate) async fn publish(&self, events: &[Value]) {
         let conn = connect().await;
         let ch = provisioner::amqp::confirm_channel(&conn).await.unwrap();
         let topology = provisioner::amqp::Topology::plain(&self.queue);
@@ -137,7 +137,7 @@ impl Service {
         let _ = conn.close(200, "bye".into()).await;
     }
 
-    async fn cleanup(mut self) {
+    pub(crate) async fn cleanup(mut self) {
         self.stop().await;
         let conn = connect().await;
         let ch = conn.create_channel().await.unwrap();
