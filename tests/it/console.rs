@@ -129,12 +129,20 @@ fn signed_in(base: &str, (user, password): (&str, &str)) -> String {
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    // The overview's live refresh may replace an element between finding
+    // and reading it: then it is found again.
+    for _ in 0..20 {
+        let found = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match found.text().await {
+            Ok(text) => return text,
+            Err(e) if e.to_string().contains("stale") => continue,
+            Err(e) => panic!("{css}: {e}"),
+        }
+    }
+    panic!("{css} kept going stale")
 }
 
 /// Reloads `url` until the element at `css` has text for which `check`
@@ -144,7 +152,7 @@ async fn until_text(c: &Client, url: &str, css: &str, check: impl Fn(&str) -> bo
     loop {
         c.goto(url).await.unwrap();
         if let Ok(e) = c.find(Locator::Css(css)).await {
-            let text = e.text().await.unwrap();
+            let text = e.text().await.unwrap_or_default();
             if check(&text) {
                 return text;
             }
@@ -453,8 +461,8 @@ async fn the_console_in_a_browser_shows_finds_pauses_and_requeues() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = post_form(&base, "/provisioners/example/pause", OPERATOR, &[], &[]).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = post_form(&base, "/provisioners/example/pause", OPERATOR, &[], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let token = csrf_of(&base, OPERATOR).await;
     let (status, _) = post_form(
         &base,
@@ -608,7 +616,7 @@ async fn screenshots() {
         .collect();
     svc.publish(&more).await;
     journal_rows(&base, "provisioner=example", 17).await;
-    let c = browser.session(1280, 860).await;
+    let c = browser.session(1280, 560).await;
     c.goto(&signed_in(&base, OPERATOR)).await.unwrap();
     until_text(
         &c,
@@ -625,6 +633,7 @@ async fn screenshots() {
     .unwrap();
     let rows = journal_rows(&base, "subject=cw1", 1).await;
     let id = rows[0]["id"].as_i64().unwrap();
+    c.set_window_size(1280, 1040).await.unwrap();
     c.goto(&format!("{base}/events/{id}")).await.unwrap();
     std::fs::write(
         docs.join("console-event.png"),

@@ -199,7 +199,7 @@ impl Shared {
             code,
             "error.html",
             caller,
-            context! { title => code.canonical_reason().unwrap_or("Error"), message => error.error },
+            context! { title => code.canonical_reason().unwrap_or("Error"), nav => "", message => error.error },
         )
     }
 
