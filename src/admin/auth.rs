@@ -261,4 +261,21 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
+
+    #[test]
+    fn only_requests_a_browser_marks_as_from_elsewhere_are_cross_site() {
+        let with = |site: Option<&str>| {
+            let mut r = axum::http::Request::builder().method(Method::POST);
+            if let Some(site) = site {
+                r = r.header("sec-fetch-site", site);
+            }
+            r.body(axum::body::Body::empty())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(!cross_site(&with(None)), "curl sends no such header");
+        assert!(!cross_site(&with(Some("same-origin"))));
+        assert!(!cross_site(&with(Some("none"))), "typed or bookmarked");
+        assert!(cross_site(&with(Some("cross-site"))));
+        assert!(cross_site(&with(Some("same-site"))));
+    }
 }

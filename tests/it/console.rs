@@ -463,6 +463,17 @@ async fn the_console_in_a_browser_shows_finds_pauses_and_requeues() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = post_form(&base, "/provisioners/example/pause", OPERATOR, &[], &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let bare = reqwest::Client::new()
+        .post(format!("{base}/provisioners/example/pause"))
+        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare.status(),
+        StatusCode::FORBIDDEN,
+        "a POST without a body"
+    );
     let token = csrf_of(&base, OPERATOR).await;
     let (status, _) = post_form(
         &base,

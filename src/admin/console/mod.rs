@@ -13,12 +13,14 @@ mod csrf;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use minijinja::{context, AutoEscape, Environment, UndefinedBehavior, Value};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
@@ -546,6 +548,27 @@ async fn dead_letters(
 
 // -------------------------------------------------------------- actions
 
+/// A posted form, whatever its content type says: a body that is not a
+/// form, or not this one, reads as an empty form, so that it fails the CSRF
+/// check (403) rather than being answered 415 or 422.
+struct Posted<T>(T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields: serde_json::Map<String, serde_json::Value> = url::form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+            .collect();
+        Ok(Posted(
+            serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or_default(),
+        ))
+    }
+}
+
 /// A form that changes something: its CSRF token.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -588,7 +611,7 @@ async fn pause(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
+    Posted(form): Posted<ActionForm>,
 ) -> Response {
     if let Some(refused) = s.csrf_refusal(&caller, &form.csrf) {
         return refused;
@@ -607,7 +630,7 @@ async fn resume(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
+    Posted(form): Posted<ActionForm>,
 ) -> Response {
     if let Some(refused) = s.csrf_refusal(&caller, &form.csrf) {
         return refused;
@@ -626,7 +649,7 @@ async fn requeue(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Form(form): Form<RequeueForm>,
+    Posted(form): Posted<RequeueForm>,
 ) -> Response {
     if let Some(refused) = s.csrf_refusal(&caller, &form.csrf) {
         return refused;
