@@ -311,6 +311,17 @@ async fn the_console_in_a_browser_shows_finds_pauses_and_requeues() {
         text_of(&op, ".who").await.contains("oncall"),
         "signed in as the operator"
     );
+    // The script (allowed by the page's policy) refreshes the overview in
+    // place: its time stamp moves on without a navigation.
+    let before = text_of(&op, "#updated").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while text_of(&op, "#updated").await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overview never refreshed itself"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // A filter finds one subject's outcome; its row opens the event.
     op.goto(&format!("{base}/events")).await.unwrap();
@@ -553,7 +564,7 @@ async fn the_console_in_a_browser_shows_finds_pauses_and_requeues() {
         text_of(&reader, &format!("{card} [data-state]")).await,
         "consuming"
     );
-    for path in ["/", "/dead-letters", "/events"] {
+    for path in ["/", "/dead-letters", "/events", "/subject"] {
         reader.goto(&format!("{base}{path}")).await.unwrap();
         let forms = reader
             .find_all(Locator::Css("form[method=post], button[data-action]"))
