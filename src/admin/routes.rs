@@ -116,39 +116,39 @@ pub(super) async fn metrics(State(s): State<Shared>) -> Response {
 /// A provisioner's target as the worker sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TargetView {
-    pub(super) up: bool,
+    up: bool,
     /// When it went down (RFC 3339), while it is down.
-    pub(super) down_since: Option<String>,
+    down_since: Option<String>,
     /// Why, and the last probe's answer.
-    pub(super) reason: Option<String>,
+    reason: Option<String>,
 }
 
 /// One provisioner's state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProvisionerView {
-    pub(super) name: String,
+    name: String,
     /// `consuming`, `paused`, `target_down`, `broker_down`, `connecting` or `stopped`.
-    pub(super) state: &'static str,
-    pub(super) paused: bool,
-    pub(super) target: TargetView,
+    state: &'static str,
+    paused: bool,
+    target: TargetView,
     /// Each consumed queue's consumer.
     #[schema(value_type = Object)]
-    pub(super) consumers: BTreeMap<String, ConsumerState>,
+    consumers: BTreeMap<String, ConsumerState>,
     /// The consumed queues and the dead-letter queue, as the broker counts
     /// them; absent when the broker cannot be asked.
     pub(super) queues: Option<Vec<QueueDepth>>,
     /// Why the broker could not be asked.
-    pub(super) queues_error: Option<String>,
-    pub(super) in_flight: usize,
+    queues_error: Option<String>,
+    in_flight: usize,
     /// When the last event was applied (RFC 3339).
-    pub(super) last_success: Option<String>,
+    last_success: Option<String>,
     /// Events settled over the last 5 minutes, per minute.
-    pub(super) events_per_minute: f64,
+    events_per_minute: f64,
     /// Share of the last hour's settled events that were dead-lettered.
-    pub(super) error_rate: f64,
+    error_rate: f64,
     /// Events per minute over the last hour, oldest first (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) per_minute: Option<Vec<MinuteRateView>>,
+    per_minute: Option<Vec<MinuteRateView>>,
 }
 
 /// Events settled in one minute.
@@ -163,7 +163,7 @@ pub struct MinuteRateView {
     coalesced: u64,
 }
 
-pub(super) fn state_of(p: &ProvisionerStatus) -> &'static str {
+fn state_of(p: &ProvisionerStatus) -> &'static str {
     let consumers = p.consumers();
     if p.is_paused() {
         "paused"
@@ -388,37 +388,37 @@ pub struct EventsQuery {
 /// One target call an event made.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallView {
-    pub(super) operation: String,
-    pub(super) method: String,
+    operation: String,
+    method: String,
     /// The URL as configured, never the concrete one.
-    pub(super) path_template: String,
+    path_template: String,
     /// None when no answer came.
-    pub(super) status: Option<u16>,
-    pub(super) duration_ms: u64,
+    status: Option<u16>,
+    duration_ms: u64,
 }
 
 /// One event's outcome.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
     /// The journal's row id.
-    pub(super) id: i64,
+    id: i64,
     /// When it was settled (RFC 3339).
-    pub(super) at: String,
+    at: String,
     pub(super) provisioner: String,
-    pub(super) event_id: String,
-    pub(super) action: Option<String>,
-    pub(super) group: Option<String>,
-    pub(super) subject: Option<String>,
+    event_id: String,
+    action: Option<String>,
+    group: Option<String>,
+    subject: Option<String>,
     /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
-    pub(super) result: String,
-    pub(super) detail: String,
-    pub(super) attempts: u32,
-    pub(super) api_calls: u32,
-    pub(super) duration_ms: u64,
-    pub(super) redelivered: bool,
+    result: String,
+    detail: String,
+    attempts: u32,
+    api_calls: u32,
+    duration_ms: u64,
+    redelivered: bool,
     /// Which worker process (`host:pid`).
-    pub(super) worker: String,
-    pub(super) calls: Vec<CallView>,
+    worker: String,
+    calls: Vec<CallView>,
 }
 
 impl From<StoredEntry> for EventView {

@@ -313,9 +313,8 @@ impl EventsForm {
         }
     }
 
-    /// The query string of these filters (without the cursor), for the
-    /// next page's link.
-    fn query_string(&self) -> String {
+    /// The filters by name (the cursor is not a filter).
+    fn filters(&self) -> [(&'static str, &Option<String>); 7] {
         [
             ("provisioner", &self.provisioner),
             ("subject", &self.subject),
@@ -325,13 +324,18 @@ impl EventsForm {
             ("to", &self.to),
             ("event_id", &self.event_id),
         ]
-        .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref()
-                .map(|v| format!("{k}={}", crate::template::encode_component(v)))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    }
+
+    /// The query string of these filters, for the links to other pages.
+    fn query_string(&self) -> String {
+        self.filters()
+            .iter()
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| format!("{k}={}", crate::template::encode_component(v)))
+            })
+            .collect::<Vec<_>>()
+            .join("&")
     }
 }
 
@@ -382,21 +386,14 @@ async fn events(
     )
 }
 
+/// As the form shows it: every filter, empty when not set.
 impl Serialize for EventsForm {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(8))?;
-        let empty = String::new();
-        for (k, v) in [
-            ("provisioner", &self.provisioner),
-            ("subject", &self.subject),
-            ("group", &self.group),
-            ("result", &self.result),
-            ("from", &self.from),
-            ("to", &self.to),
-            ("event_id", &self.event_id),
-        ] {
-            map.serialize_entry(k, v.as_ref().unwrap_or(&empty))?;
+        let filters = self.filters();
+        let mut map = serializer.serialize_map(Some(filters.len()))?;
+        for (k, v) in filters {
+            map.serialize_entry(k, v.as_deref().unwrap_or(""))?;
         }
         map.end()
     }
