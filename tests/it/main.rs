@@ -11,6 +11,7 @@ mod amqps;
 mod bench;
 mod cli;
 mod coalesce;
+mod console;
 mod dead_letters;
 mod delivery;
 mod docs;
