@@ -273,18 +273,6 @@ pub fn render(e: &Explanation) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_escaped_and_long_values_clipped() {
-        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
-        let long = "x".repeat(10_000);
-        assert!(shown(&long).len() < 400, "{}", shown(&long).len());
-    }
-}
-
 /// The ownership part: whether the worker owns the account and each
 /// membership, i.e. whether `remove_only_owned` would let it remove them.
 fn ownership_lines(ownership: Option<&crate::explain::Ownership>) -> String {
@@ -312,4 +300,16 @@ fn ownership_lines(ownership: Option<&crate::explain::Ownership>) -> String {
         s.push_str(&format!("  error: {}\n", shown_detail(error)));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_long_values_clipped() {
+        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        let long = "x".repeat(10_000);
+        assert!(shown(&long).len() < 400, "{}", shown(&long).len());
+    }
 }
