@@ -34,8 +34,8 @@ mod validate;
 
 pub use problems::{ConfigError, ConfigErrors, Problems};
 pub use runtime::{
-    AmqpConfig, Config, FullSyncUpdates, GroupSyncStrategy, KindConfig, LogConfig, LogFormat,
-    OnBehalfOf, ProvisionStrategy, ProvisionerConfig, QueueType, RetryPolicy, TlsConfig,
+    AmqpConfig, BrokerUrls, Config, FullSyncUpdates, GroupSyncStrategy, KindConfig, LogConfig,
+    LogFormat, OnBehalfOf, ProvisionStrategy, ProvisionerConfig, QueueType, RetryPolicy, TlsConfig,
 };
 pub use secret::{Secret, SecretSource};
 

@@ -119,6 +119,9 @@ impl Run {
 pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
     let first_backoff = Duration::from_millis(200);
     let mut backoff = first_backoff;
+    // The node of `[amqp] url` tried first: the one last connected to, or
+    // after a loss the next one, so a node that went away is tried last.
+    let mut node = 0;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -148,11 +151,14 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         let started = Instant::now();
         ctx.status
             .set_consumer(&ctx.queue, ConsumerState::Connecting);
-        let end = session(&ctx, &shutdown).await;
+        let end = session(&ctx, &shutdown, &mut node).await;
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Stood) => continue,
-            Ok(SessionEnd::Lost(reason)) => reason,
+            Ok(SessionEnd::Lost(reason)) => {
+                node = (node + 1) % ctx.amqp.url.nodes().len().max(1);
+                reason
+            }
             Err(e) => e.to_string(),
         };
         ctx.status.set_consumer(
@@ -193,11 +199,26 @@ struct Broker<'a> {
     channel: &'a Channel,
 }
 
+/// One connection's life. `node` is the node of `[amqp] url` to try first;
+/// it is set to the node reached.
 async fn session(
     ctx: &ConsumerContext,
     shutdown: &CancellationToken,
+    node: &mut usize,
 ) -> Result<SessionEnd, AmqpError> {
-    let conn = amqp::connect(&ctx.amqp, &format!("provisioner:{}", ctx.config.name)).await?;
+    let connected = amqp::connect_from(
+        &ctx.amqp,
+        &format!("provisioner:{}", ctx.config.name),
+        *node,
+    )
+    .await?;
+    *node = connected.node;
+    let conn = connected.connection;
+    tracing::info!(
+        queue = %ctx.queue,
+        node = %ctx.amqp.url.shown_node(connected.node),
+        "connected to the broker"
+    );
     // Listened to from the start: lapin reports a dead connection here, and
     // only to listeners that exist when it happens.
     let mut events = conn.events_listener();
