@@ -37,8 +37,34 @@ pub enum AmqpError {
     ChannelGone,
     #[error("the broker did not answer within {0} s; taking the connection for lost")]
     NoAnswer(u64),
+    #[error("the connection to the broker is gone ({0})")]
+    ConnectionLost(String),
     #[error("`partitions` needs the consistent-hash exchange plugin: run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on the broker")]
     Plugin,
+}
+
+impl AmqpError {
+    /// Whether the broker (or the way to it) went away, so that trying
+    /// again, on another node perhaps, may succeed; a refusal (nack,
+    /// unroutable, missing plugin) would only be refused again.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            AmqpError::NoNode(_)
+            | AmqpError::Connect { .. }
+            | AmqpError::ConnectTimeout { .. }
+            | AmqpError::ChannelGone
+            | AmqpError::NoAnswer(_)
+            | AmqpError::ConnectionLost(_) => true,
+            // A channel-level refusal (not found, precondition failed,
+            // access refused) would come again; anything else ends the connection.
+            AmqpError::Broker(e) => !matches!(
+                e.kind(),
+                lapin::ErrorKind::ProtocolError(p)
+                    if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(_))
+            ),
+            AmqpError::Nacked(_) | AmqpError::Unroutable(_) | AmqpError::Plugin => false,
+        }
+    }
 }
 
 /// How long a connection attempt may take; lapin can hang on some failures.

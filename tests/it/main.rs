@@ -10,6 +10,7 @@ mod admin;
 mod amqps;
 mod bench;
 mod cli;
+mod cluster;
 mod coalesce;
 mod dead_letters;
 mod delivery;

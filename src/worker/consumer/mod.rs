@@ -197,6 +197,57 @@ async fn until(flag: &mut watch::Receiver<bool>, until: bool) {
 struct Broker<'a> {
     conn: &'a Connection,
     channel: &'a Channel,
+    /// Why the connection is gone, once it is.
+    lost: watch::Receiver<Option<String>>,
+}
+
+/// Watches a new connection's events (from the start: lapin reports a dead
+/// connection only to listeners that exist when it happens) on a task of
+/// its own, so that a death is noticed even while the session waits on the
+/// broker: lapin does not always fail what was pending on a connection
+/// that died (a node killed, say). The receiver gets the reason once the
+/// connection is gone; abort the task when the session ends.
+fn watch_connection(
+    conn: &Connection,
+) -> (watch::Receiver<Option<String>>, tokio::task::JoinHandle<()>) {
+    let mut events = conn.events_listener();
+    let status = conn.status().clone();
+    let (gone, lost) = watch::channel(None);
+    let task = tokio::spawn(
+        async move {
+            while let Some(event) = events.next().await {
+                match event {
+                    // Channel errors (a refused declaration, say) come here
+                    // too; only a connection that is gone ends the session.
+                    lapin::Event::Error(e) if !status.connected() => {
+                        let _ = gone.send(Some(format!("connection error: {e}")));
+                        return;
+                    }
+                    lapin::Event::ConnectionBlocked(reason) => tracing::warn!(
+                        %reason,
+                        "the broker blocks this connection (a resource alarm): parks wait until it lifts"
+                    ),
+                    _ => {}
+                }
+            }
+            let _ = gone.send(Some("the connection's events ended".into()));
+        }
+        .in_current_span(),
+    );
+    (lost, task)
+}
+
+/// Resolves with the reason once the connection is gone.
+async fn lost_reason(lost: &mut watch::Receiver<Option<String>>) -> String {
+    let reason = match lost.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(reason) => reason,
+        // The watcher ended without a word: only the session's end aborts it.
+        None => std::future::pending().await,
+    }
 }
 
 /// One connection's life. `node` is the node of `[amqp] url` to try first;
@@ -214,14 +265,12 @@ async fn session(
     .await?;
     *node = connected.node;
     let conn = connected.connection;
+    let (lost, watcher) = watch_connection(&conn);
     tracing::info!(
         queue = %ctx.queue,
         node = %ctx.amqp.url.shown_node(connected.node),
         "connected to the broker"
     );
-    // Listened to from the start: lapin reports a dead connection here, and
-    // only to listeners that exist when it happens.
-    let mut events = conn.events_listener();
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -246,7 +295,9 @@ async fn session(
     let broker = Broker {
         conn: &conn,
         channel: &channel,
+        lost,
     };
+    let mut lost = broker.lost.clone();
     let hold_limit = ctx.amqp.hold_limit();
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
@@ -261,19 +312,7 @@ async fn session(
                 drain(ctx, &broker, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
-            event = events.next() => match event {
-                // Channel errors (a refused declaration, say) come here too;
-                // only a connection that is gone ends the session.
-                Some(lapin::Event::Error(e)) if !conn.status().connected() => {
-                    break SessionEnd::Lost(format!("connection error: {e}"))
-                }
-                Some(lapin::Event::ConnectionBlocked(reason)) => tracing::warn!(
-                    %reason,
-                    "the broker blocks this connection (a resource alarm): parks wait until it lifts"
-                ),
-                Some(_) => {}
-                None => break SessionEnd::Lost("the connection's events ended".into()),
-            },
+            reason = lost_reason(&mut lost) => break SessionEnd::Lost(reason),
             _ = until(&mut up, false) => {
                 settle_finished(ctx, &broker, &mut queue, &mut running).await;
                 tracing::warn!(
@@ -302,13 +341,13 @@ async fn session(
                 start_ready(ctx, &mut queue, &mut running);
             }
             _ = sleep_until_some(hold_ends), if hold_ends.is_some() => {
-                if let Err(e) = in_time(return_waiting(&mut queue, hold_limit)).await {
+                if let Err(e) = in_time(&broker.lost, return_waiting(&mut queue, hold_limit)).await {
                     break SessionEnd::Lost(e.to_string());
                 }
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    if let Err(e) = in_time(accept(ctx, &broker, &mut queue, delivery)).await {
+                    if let Err(e) = in_time(&broker.lost, accept(ctx, &broker, &mut queue, delivery)).await {
                         break SessionEnd::Lost(e.to_string());
                     }
                     // The deliveries already here join the queue before
@@ -321,7 +360,7 @@ async fn session(
                             break;
                         };
                         let accepted = match more {
-                            Some(Ok(delivery)) => in_time(accept(ctx, &broker, &mut queue, delivery))
+                            Some(Ok(delivery)) => in_time(&broker.lost, accept(ctx, &broker, &mut queue, delivery))
                                 .await
                                 .map_err(|e| e.to_string()),
                             Some(Err(e)) => Err(e.to_string()),
@@ -349,6 +388,7 @@ async fn session(
         ctx.status.finished();
     }
     running.abort_all();
+    watcher.abort();
     // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
@@ -375,13 +415,19 @@ async fn settle_finished(
 /// broker that is slow, not dead.
 const BROKER_ANSWER: Duration = Duration::from_secs(60);
 
-/// A broker operation within [`BROKER_ANSWER`], or the connection is lost.
+/// A broker operation within [`BROKER_ANSWER`] and while the connection
+/// lives, or the connection is lost.
 async fn in_time<T>(
+    lost: &watch::Receiver<Option<String>>,
     operation: impl std::future::Future<Output = Result<T, AmqpError>>,
 ) -> Result<T, AmqpError> {
-    match tokio::time::timeout(BROKER_ANSWER, operation).await {
-        Ok(result) => result,
-        Err(_) => Err(AmqpError::NoAnswer(BROKER_ANSWER.as_secs())),
+    let mut lost = lost.clone();
+    tokio::select! {
+        answered = tokio::time::timeout(BROKER_ANSWER, operation) => match answered {
+            Ok(result) => result,
+            Err(_) => Err(AmqpError::NoAnswer(BROKER_ANSWER.as_secs())),
+        },
+        reason = lost_reason(&mut lost) => Err(AmqpError::ConnectionLost(reason)),
     }
 }
 
@@ -504,7 +550,7 @@ async fn conclude(
     queue: &mut OrderedQueue<Pending>,
     (ticket, run, finished, calls): Done,
 ) -> Result<Option<String>, AmqpError> {
-    match in_time(settle(ctx, broker, run, finished, calls)).await? {
+    match in_time(&broker.lost, settle(ctx, broker, run, finished, calls)).await? {
         Settled::Done => {
             queue.finish(ticket);
             Ok(None)
