@@ -68,5 +68,10 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
 fi
 echo "==> PostgreSQL is up"
 
+# The cluster tests (tests/it/cluster.rs) start a throwaway 3-node cluster
+# of their own with scripts/rabbitmq-cluster.sh (other node names, ports,
+# data and cookie than the broker above); it is stopped when the tests end.
+trap 'scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
