@@ -405,3 +405,41 @@ async fn losing_the_workers_node_loses_nothing_and_they_move_to_another() {
 async fn a_killed_node_restarted_rejoins_and_its_replicas_recover() {
     lose_a_node(true).await;
 }
+
+/// On the machine's broker (no cluster needed): the nodes are tried in
+/// order from the one asked for, a node that does not answer is skipped,
+/// and when none answers the error names every node, without passwords.
+#[tokio::test]
+async fn the_first_node_that_answers_is_used_and_a_failure_names_every_node() {
+    let _broker = shared().await;
+    let live = amqp_url();
+    let dead = "amqp://guest:node-pw-Zt51@127.0.0.1:1/%2f";
+    let config = |urls: &str| AmqpConfig {
+        url: BrokerUrls::split(urls),
+        ..amqp_config()
+    };
+
+    let both = config(&format!("{dead},{live}"));
+    let c = amqp::connect_from(&both, "provisioner:test", 0)
+        .await
+        .unwrap();
+    assert_eq!(c.node, 1, "the dead first node is skipped");
+    let _ = c.connection.close(200, "bye".into()).await;
+    // Starting after a lost node wraps around the list.
+    let c = amqp::connect_from(&both, "provisioner:test", 3)
+        .await
+        .unwrap();
+    assert_eq!(c.node, 1);
+    let _ = c.connection.close(200, "bye".into()).await;
+
+    let none = config(&format!("{dead},amqp://guest:node-pw-Zt51@127.0.0.1:2/%2f"));
+    let e = match amqp::connect(&none, "provisioner:test").await {
+        Ok(_) => panic!("connected to a port nobody listens on"),
+        Err(e) => format!("{e} {e:?}"),
+    };
+    assert!(
+        e.contains("127.0.0.1:1/") && e.contains("127.0.0.1:2/"),
+        "{e}"
+    );
+    assert!(!e.contains("node-pw-Zt51"), "{e}");
+}
