@@ -205,7 +205,11 @@ cmd_stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
     done
-    rm -rf "$DIR"
+    # Only what `start` made, whatever PROV_CLUSTER_DIR points at.
+    for n in "${NODES[@]}"; do rm -rf "$(node_dir "$n")"; done
+    rm -rf "$DIR/home"
+    rm -f "$DIR/enabled_plugins" "$DIR/rabbitmq-env.conf" "$DIR/join.log"
+    rmdir "$DIR" 2>/dev/null || true
     echo "cluster stopped"
 }
 

@@ -206,10 +206,8 @@ struct Broker<'a> {
 /// its own, so that a death is noticed even while the session waits on the
 /// broker: lapin does not always fail what was pending on a connection
 /// that died (a node killed, say). The receiver gets the reason once the
-/// connection is gone; abort the task when the session ends.
-fn watch_connection(
-    conn: &Connection,
-) -> (watch::Receiver<Option<String>>, tokio::task::JoinHandle<()>) {
+/// connection is gone. The task ends with the returned guard.
+fn watch_connection(conn: &Connection) -> (watch::Receiver<Option<String>>, AbortOnDrop) {
     let mut events = conn.events_listener();
     let status = conn.status().clone();
     let (gone, lost) = watch::channel(None);
@@ -234,7 +232,16 @@ fn watch_connection(
         }
         .in_current_span(),
     );
-    (lost, task)
+    (lost, AbortOnDrop(task))
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves with the reason once the connection is gone.
@@ -265,7 +272,8 @@ async fn session(
     .await?;
     *node = connected.node;
     let conn = connected.connection;
-    let (lost, watcher) = watch_connection(&conn);
+    // Aborted when the session ends, however it ends.
+    let (lost, _watcher) = watch_connection(&conn);
     tracing::info!(
         queue = %ctx.queue,
         node = %ctx.amqp.url.shown_node(connected.node),
@@ -388,7 +396,6 @@ async fn session(
         ctx.status.finished();
     }
     running.abort_all();
-    watcher.abort();
     // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
