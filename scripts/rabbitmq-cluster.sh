@@ -108,7 +108,8 @@ log.console = false
 # A node killed and restarted rejoins; the tests run on a small machine.
 disk_free_limit.absolute = 50MB
 EOF
-        echo '[].' >"$d/advanced.config"
+        # Erlang distribution on loopback only, like AMQP.
+        echo '[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}].' >"$d/advanced.config"
     done
 }
 
