@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminError, AdminState};
 use crate::config::admin::{JournalConfig, JournalStore};
 use crate::config::{Config, ProvisionerConfig};
+use crate::engine::ownership::{Ownership, Rehearsal};
 use crate::engine::{Engine, Provisioner};
+use crate::explain::Explainer;
 use crate::http::{HttpClient, HttpSettings, HttpSetupError};
 use crate::journal::{Journal, JournalError, JournalSettings, Store};
 use crate::target::dry_run::{DryRunTarget, WriteLog};
+use crate::target::TargetApi;
 use crate::worker::{Worker, WorkerError};
 
 /// What becomes of the writes a provisioner decides on.
@@ -37,10 +40,23 @@ pub struct AssemblyError {
 }
 
 /// The provisioner of `config`: its kind's target, over an HTTP client of
-/// its own, under the engine.
+/// its own, under the engine; without an ownership store (see
+/// [`provisioner_owning`]).
 pub fn provisioner(
     config: &ProvisionerConfig,
     writes: Writes,
+) -> Result<Arc<dyn Provisioner>, AssemblyError> {
+    provisioner_owning(config, writes, None)
+}
+
+/// The provisioner of `config`, recording what it creates and adopts in
+/// `ownership` (the journal's store) when given. Without one, a provisioner
+/// with `remove_only_owned` remembers what it owns for the life of the
+/// process only. A dry run reads the store and writes nothing to it.
+pub fn provisioner_owning(
+    config: &ProvisionerConfig,
+    writes: Writes,
+    ownership: Option<Arc<dyn Ownership>>,
 ) -> Result<Arc<dyn Provisioner>, AssemblyError> {
     let http = HttpClient::new(&http_settings(config)).map_err(|source| AssemblyError {
         name: config.name.clone(),
@@ -48,17 +64,59 @@ pub fn provisioner(
     })?;
     let target = crate::target::build(&config.kind, http);
     Ok(match writes {
-        Writes::Apply => Arc::new(Engine::new(config, target)),
+        Writes::Apply => {
+            let engine = Engine::new(config, target);
+            Arc::new(match ownership {
+                Some(store) => engine.with_ownership(store),
+                None => engine,
+            })
+        }
         Writes::Record(log) => {
             // Nothing is created, so waiting for an account to appear is pointless.
             let mut config = config.clone();
             config.target_group_retry_delay = Duration::ZERO;
-            Arc::new(Engine::new(
-                &config,
-                Arc::new(DryRunTarget::new(target, log)),
-            ))
+            let engine = Engine::new(&config, Arc::new(DryRunTarget::new(target, log.clone())))
+                .with_plan(log);
+            Arc::new(match ownership {
+                Some(store) => engine.with_ownership(Arc::new(Rehearsal::new(store))),
+                None => engine,
+            })
         }
     })
+}
+
+/// What `provisioner explain` and the admin API's subject view read
+/// through: the provisioner's target behind the dry-run wrapper, so that
+/// nothing an explanation does can write, and an engine of its own over
+/// that same target for the plan. A fresh one per explanation: its caches
+/// start empty, so the plan asks the target rather than remembering.
+pub fn explainer(config: &ProvisionerConfig) -> Result<Explainer, AssemblyError> {
+    let http = HttpClient::new(&http_settings(config)).map_err(|source| AssemblyError {
+        name: config.name.clone(),
+        source,
+    })?;
+    let writes = WriteLog::default();
+    let target: Arc<dyn TargetApi> = Arc::new(DryRunTarget::new(
+        crate::target::build(&config.kind, http),
+        writes.clone(),
+    ));
+    let mut planning = config.clone();
+    // Nothing is created, so waiting for an account to appear is pointless.
+    planning.target_group_retry_delay = Duration::ZERO;
+    // A trusted-absent window starts with a listing of every account; the
+    // plan of one subject needs only its own look-up.
+    planning.account_cache_validity_period = Duration::ZERO;
+    Ok(Explainer {
+        config: config.clone(),
+        engine: Arc::new(Engine::new(&planning, target.clone())),
+        target,
+        writes,
+    })
+}
+
+/// [`explainer`] as the admin API takes it (it never imports this module).
+fn admin_explainer(config: &ProvisionerConfig) -> Result<Explainer, String> {
+    explainer(config).map_err(|e| e.to_string())
 }
 
 /// The part of a provisioner's configuration the HTTP client works from.
@@ -88,11 +146,22 @@ pub fn journal_settings(config: &JournalConfig) -> JournalSettings {
     }
 }
 
-/// The worker over every provisioner of the configuration, each built here.
+/// The worker over every provisioner of the configuration, each built here,
+/// without an ownership store (see [`worker_owning`]).
 pub fn worker(config: Config) -> Result<Worker, ServiceError> {
+    worker_owning(config, None)
+}
+
+/// The worker over every provisioner of the configuration, each recording
+/// what it owns in `ownership` when given.
+pub fn worker_owning(
+    config: Config,
+    ownership: Option<Arc<dyn Ownership>>,
+) -> Result<Worker, ServiceError> {
     let mut provisioners = Vec::new();
     for p in &config.provisioners {
-        provisioners.push((p.clone(), provisioner(p, Writes::Apply)?));
+        let built = provisioner_owning(p, Writes::Apply, ownership.clone())?;
+        provisioners.push((p.clone(), built));
     }
     Ok(Worker::with_provisioners(config, provisioners)?)
 }
@@ -124,7 +193,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
     let admin_config = config.admin.clone();
     let config = std::sync::Arc::new(config);
-    let mut worker = worker((*config).clone())?;
+    // The ownership records live in the journal's store, so that a
+    // provisioner can switch `remove_only_owned` on later and find them.
+    let ownership = journal
+        .as_ref()
+        .map(|j| Arc::new(j.ownership()) as Arc<dyn Ownership>);
+    let mut worker = worker_owning((*config).clone(), ownership)?;
     if let Some(j) = &journal {
         worker.set_journal(j.clone());
     }
@@ -138,6 +212,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                     metrics: worker.metrics(),
                     journal: journal.clone(),
                     config: config.clone(),
+                    explainer: admin_explainer,
                 },
                 admin_stop.clone(),
             )

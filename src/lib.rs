@@ -15,6 +15,8 @@
 //!   `scim`), and the registry that builds a target from `kind`.
 //! - [`metrics`]: Prometheus counters, histograms and scrape-time samples.
 //! - [`http`]: HTTP client, authentication, timeouts, failover.
+//! - [`explain`]: one subject explained: its journal history, its account and
+//!   memberships on the target, and the plan an add would execute now.
 //! - [`journal`]: the outcome journal: a row per settled event, in SQLite or PostgreSQL.
 //! - [`template`]: minijinja templates for URLs, bodies and headers, compiled once.
 //! - [`amqp`]: the broker side: connection, topology, dead letters, publishing.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod explain;
 pub mod http;
 pub mod journal;
 pub mod metrics;

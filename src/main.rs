@@ -78,12 +78,41 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these measurements, comma-separated: broker, target, worker,
-        /// hiding, original, rate-limit, sync.
+        /// hiding, original, rate-limit, sync, coalescing, adaptive.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run each worker under this command, for profiling, e.g.
+        /// "valgrind --tool=callgrind" (split on spaces; the rates are then
+        /// the profiler's, not the worker's).
+        #[arg(long)]
+        worker_wrapper: Option<String>,
+    },
+    /// Explain one subject: its recent events and outcomes from the journal,
+    /// its account and memberships on the target now, and the plan an `add`
+    /// would execute now. Reads the target; never writes to it.
+    Explain {
+        #[arg(long)]
+        provisioner: String,
+        /// The subject's attributes for the look-up and the plan, as a JSON
+        /// object of name -> list of strings (the journal keeps none). Without
+        /// them, a match value built from attributes is unknown and the
+        /// plan's event has no attributes.
+        #[arg(long)]
+        attributes: Option<String>,
+        /// The local group of the plan's `add` [default: the provision_group].
+        #[arg(long)]
+        group: Option<String>,
+        /// Journal events shown, newest first (at most 200).
+        #[arg(long, default_value_t = provisioner::explain::DEFAULT_EVENT_LIMIT)]
+        limit: u32,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The subject, as events name it.
+        subject: String,
     },
     /// Inspect or re-queue dead-lettered events.
     DeadLetters {
@@ -163,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                 quick,
                 only,
                 json,
+                worker_wrapper,
             } => {
                 let args = commands::BenchArgs {
                     events,
@@ -173,8 +203,27 @@ fn main() -> anyhow::Result<()> {
                     quick,
                     only,
                     json,
+                    worker_wrapper,
                 };
                 commands::bench(&cli.config, args).await
+            }
+            Command::Explain {
+                provisioner,
+                attributes,
+                group,
+                limit,
+                json,
+                subject,
+            } => {
+                let args = commands::ExplainArgs {
+                    provisioner,
+                    subject,
+                    attributes,
+                    group,
+                    limit,
+                    json,
+                };
+                commands::explain(&cli.config, &args).await
             }
             Command::HashPassword => commands::hash_password(),
             Command::Completions { shell } => {

@@ -34,6 +34,9 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub journal: Option<Journal>,
     pub config: Arc<Config>,
+    /// Builds what `GET /v1/provisioners/{name}/subjects/{subject}` reads
+    /// through (`assembly::explainer`: the admin API never builds targets).
+    pub explainer: crate::explain::BuildExplainer,
 }
 
 /// The state the handlers share.

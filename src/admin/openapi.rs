@@ -7,6 +7,10 @@ use utoipa::{Modify, OpenApi};
 use super::broker::QueueDepth;
 use super::routes::{self, *};
 use super::ApiError;
+use crate::explain::{
+    Account, AccountState, Explanation, History, HistoryEvent, Membership, MembershipState,
+    OwnedMembership, Ownership, Plan, PlanStatus,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +27,7 @@ use super::ApiError;
         routes::pause,
         routes::resume,
         routes::clear_cache,
+        routes::explain_subject,
         routes::events,
         routes::dead_letters,
         routes::requeue,
@@ -30,9 +35,10 @@ use super::ApiError;
         serve,
     ),
     components(schemas(
-        ApiError, Health, Readiness, ProvisionerView, TargetView, MinuteRateView, QueueDepth,
+        ApiError, Health, Readiness, ProvisionerView, TargetView, PacingView, MinuteRateView, QueueDepth,
         PauseView, Cleared, EventsPage, EventView, CallView, DeadLettersView, RequeueRequest,
-        Requeued
+        Requeued, Explanation, History, HistoryEvent, Account, AccountState, Membership, Ownership, OwnedMembership,
+        MembershipState, Plan, PlanStatus
     )),
     modifiers(&Credentials),
     security(("bearer" = []), ("basic" = []))

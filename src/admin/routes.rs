@@ -16,6 +16,9 @@ use super::{ApiError, Shared};
 use crate::amqp::dead_letters::{list_parked, requeue_parked, ParkedEvent, RequeueOptions};
 use crate::amqp::Topology;
 use crate::engine::health::TargetState;
+use crate::explain::{
+    explain, parse_attributes, ExplainError, Explanation, Request as ExplainRequest,
+};
 use crate::journal::{EventResult, Filter, PageRequest, StoredEntry};
 use crate::worker::status::{rfc3339, ConsumerState, MinuteRate, ProvisionerStatus};
 
@@ -29,6 +32,10 @@ pub fn router(_: Shared) -> Router<Shared> {
         .route("/v1/provisioners/{name}/pause", post(pause))
         .route("/v1/provisioners/{name}/resume", post(resume))
         .route("/v1/provisioners/{name}/cache/clear", post(clear_cache))
+        .route(
+            "/v1/provisioners/{name}/subjects/{subject}",
+            get(explain_subject),
+        )
         .route("/v1/events", get(events))
         .route("/v1/dead-letters/{name}", get(dead_letters))
         .route("/v1/dead-letters/{name}/requeue", post(requeue))
@@ -149,6 +156,20 @@ pub struct ProvisionerView {
     /// Events per minute over the last hour, oldest first (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     per_minute: Option<Vec<MinuteRateView>>,
+    /// Adaptive pacing now; absent when `[pacing] adaptive = false`.
+    pacing: Option<PacingView>,
+}
+
+/// What adaptive pacing allows now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PacingView {
+    /// Calls per second; null while nothing paces the calls (no rate limit
+    /// configured and no throttling seen).
+    rate: Option<f64>,
+    /// Events each consumer applies at once.
+    concurrency: usize,
+    /// Calls the target throttled (429, or `Retry-After`) since the start.
+    throttled: u64,
 }
 
 /// Events settled in one minute.
@@ -246,6 +267,14 @@ async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerVie
             hour_dead as f64 / hour_total as f64
         },
         per_minute: detail.then(|| minutes.iter().map(minute_view).collect()),
+        pacing: p.provisioner().pacing().map(|pace| {
+            let now = pace.snapshot();
+            PacingView {
+                rate: now.rate,
+                concurrency: now.concurrency,
+                throttled: now.throttled,
+            }
+        }),
     }
 }
 
@@ -354,6 +383,67 @@ pub(super) async fn clear_cache(
         name,
         cleared: true,
     }))
+}
+
+// ------------------------------------------------------------- subjects
+
+/// What to explain of a subject.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectQuery {
+    /// The attributes of the plan's synthetic `add` (the journal keeps
+    /// none), as a JSON object of name → list of strings. Without them, a
+    /// match value built from attributes is unknown and the plan has none.
+    attributes: Option<String>,
+    /// The local group of the plan's `add`; the `provision_group` by default.
+    group: Option<String>,
+    /// Journal events shown: 20 by default, at most 200.
+    limit: Option<u32>,
+}
+
+/// One subject explained: its recent events and outcomes from the
+/// journal, its account on the target now (one look-up), its memberships
+/// in the mapped target groups, and the plan an `add` would execute now.
+/// Reads the target; never writes to it.
+#[utoipa::path(get, path = "/v1/provisioners/{name}/subjects/{subject}", tag = "provisioners",
+    params(("name" = String, Path, description = "the provisioner"),
+           ("subject" = String, Path, description = "the local subject"), SubjectQuery),
+    responses((status = 200, body = Explanation), (status = 400, body = ApiError),
+              (status = 404, body = ApiError),
+              (status = 500, description = "the provisioner's HTTP client cannot be built", body = ApiError),
+              (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub(super) async fn explain_subject(
+    State(s): State<Shared>,
+    Path((name, subject)): Path<(String, String)>,
+    Query(q): Query<SubjectQuery>,
+) -> Result<Json<Explanation>, ApiError> {
+    s.status(&name)?;
+    let config = s
+        .state
+        .config
+        .provisioners
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such provisioner"))?;
+    let bad_request = |e: ExplainError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+    let attributes = q
+        .attributes
+        .as_deref()
+        .map(parse_attributes)
+        .transpose()
+        .map_err(bad_request)?;
+    let explainer = (s.state.explainer)(config)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let request = ExplainRequest {
+        subject,
+        attributes,
+        group: q.group,
+        limit: q.limit,
+    };
+    let explanation = explain(&explainer, s.state.journal.as_ref(), &request)
+        .await
+        .map_err(bad_request)?;
+    Ok(Json(explanation))
 }
 
 // -------------------------------------------------------------- events

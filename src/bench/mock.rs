@@ -152,6 +152,8 @@ struct MockState {
     rate_limited: AtomicU64,
     /// When each request arrived (for the rate measurement).
     arrivals: Mutex<Vec<Instant>>,
+    /// When each request refused with 429 arrived.
+    refusals: Mutex<Vec<Instant>>,
     /// The delays actually slept (tokio's timer rounds up to whole
     /// milliseconds, so they exceed the latency asked for).
     delayed_us: AtomicU64,
@@ -229,6 +231,7 @@ impl MockTarget {
             c.store(0, Ordering::Relaxed);
         }
         lock(&s.arrivals).clear();
+        lock(&s.refusals).clear();
         lock(&s.window).admitted.clear();
     }
 
@@ -292,6 +295,11 @@ impl MockTarget {
     pub fn arrivals(&self) -> Vec<Instant> {
         lock(&self.state.arrivals).clone()
     }
+
+    /// When each request refused (429) since the last reset arrived, in order.
+    pub fn refusals(&self) -> Vec<Instant> {
+        lock(&self.state.refusals).clone()
+    }
 }
 
 /// Counts the request, refuses it above the rate limit, delays the answer.
@@ -308,6 +316,9 @@ async fn admit(State(state): State<Arc<MockState>>, req: Request, next: Next) ->
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let admitted = admitted(&state, now);
+    if !admitted {
+        lock(&state.refusals).push(now);
+    }
     let latency = state.latency_us.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_micros(latency)).await;

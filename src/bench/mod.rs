@@ -47,11 +47,13 @@ pub enum Measurement {
     Sync,
     /// 8. A backlog of updates, coalesced and not.
     Coalescing,
+    /// 9. Adaptive pacing against a target that refuses (429) above its limit.
+    Adaptive,
 }
 
 impl Measurement {
     /// Every measurement, in report order.
-    pub const ALL: [Measurement; 8] = [
+    pub const ALL: [Measurement; 9] = [
         Measurement::Broker,
         Measurement::Target,
         Measurement::Worker,
@@ -60,6 +62,7 @@ impl Measurement {
         Measurement::RateLimit,
         Measurement::Sync,
         Measurement::Coalescing,
+        Measurement::Adaptive,
     ];
 
     /// The name `--only` takes.
@@ -73,6 +76,7 @@ impl Measurement {
             Measurement::RateLimit => "rate-limit",
             Measurement::Sync => "sync",
             Measurement::Coalescing => "coalescing",
+            Measurement::Adaptive => "adaptive",
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct BenchOptions {
     pub only: BTreeSet<Measurement>,
     /// The `provisioner` executable to run the worker with.
     pub worker_exe: PathBuf,
+    /// A command (and its arguments) to run the worker under, such as a
+    /// profiler; empty runs it directly.
+    pub worker_wrapper: Vec<String>,
     /// The broker.
     pub amqp: AmqpConfig,
     /// Where the worker files and logs go (removed after a successful run).
@@ -140,6 +147,7 @@ impl BenchOptions {
             run_seconds: 6.0,
             only: Measurement::ALL.into_iter().collect(),
             worker_exe,
+            worker_wrapper: Vec::new(),
             amqp,
             work_dir: default_work_dir(),
             quick: false,

@@ -95,6 +95,7 @@ impl WorkerProcess {
     /// and `<label>.stderr` beside the worker file.
     pub fn spawn(
         exe: &Path,
+        wrapper: &[String],
         worker_file: &Path,
         amqp_url: &str,
         label: &str,
@@ -105,7 +106,15 @@ impl WorkerProcess {
         let out = std::fs::File::create(&log_path).map_err(|e| BenchError::io(&log_path, e))?;
         let err =
             std::fs::File::create(&stderr_path).map_err(|e| BenchError::io(&stderr_path, e))?;
-        let child = tokio::process::Command::new(exe)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
+        let child = command
             .arg("--config")
             .arg(worker_file)
             .arg("run")
@@ -255,9 +264,23 @@ impl WorkerProcess {
             .ok_or_else(|| BenchError::Setup(format!("no VmHWM in {path}")))
     }
 
-    /// Stops the worker. Everything measured has been acknowledged by then,
-    /// so there is nothing to drain: a kill is as good as SIGTERM.
+    /// Stops the worker: SIGTERM, so that it exits the way it does in
+    /// service (and a profiler it runs under writes its output), then a
+    /// kill if it has not exited within a minute.
     pub async fn stop(mut self) {
+        let terminated = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if terminated
+            && tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+                .await
+                .is_ok()
+        {
+            return;
+        }
         let _ = self.child.kill().await;
     }
 

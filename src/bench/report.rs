@@ -31,6 +31,28 @@ pub struct Report {
     pub full_sync: Option<Vec<SyncRun>>,
     /// 8. A backlog of updates (10 per subject), with and without coalescing.
     pub coalescing: Option<Coalescing>,
+    /// 9. Adaptive pacing against a target that refuses (429) above its limit.
+    pub adaptive: Option<AdaptiveRun>,
+}
+
+/// Measurement 9: cold subjects (look-up + PATCH each) at latency 0, no
+/// configured rate limit, `[pacing]` defaults, against the mock refusing
+/// (429, `Retry-After: 1`) every call above its limit in any one second.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptiveRun {
+    pub run: WorkerRun,
+    /// The mock's limit, calls accepted per second.
+    pub target_limit_per_s: u64,
+    /// Accepted calls per second from the first call to the last.
+    pub achieved_calls_per_s: f64,
+    /// Accepted calls per second over the second half of that time.
+    pub settled_calls_per_s: f64,
+    /// settled_calls_per_s / target_limit_per_s.
+    pub ratio: f64,
+    /// Calls the mock refused with 429.
+    pub rejected_429: u64,
+    /// Refused calls / all calls.
+    pub rejected_share: f64,
 }
 
 /// 8. The same backlog applied with `coalesce = false`, then `true`.
@@ -436,6 +458,19 @@ impl Report {
                 c.fewer_calls
             );
         }
+        if let Some(a) = &self.adaptive {
+            let _ = writeln!(
+                out,
+                "\n9. Adaptive pacing (target refuses above {} calls/s, no rate limit configured, {} events): achieved {:.1} calls/s, {:.1} over the second half ({:.2} of the limit); {} refused (429), {:.1} % of the calls",
+                a.target_limit_per_s,
+                a.run.events,
+                a.achieved_calls_per_s,
+                a.settled_calls_per_s,
+                a.ratio,
+                a.rejected_429,
+                a.rejected_share * 100.0
+            );
+        }
         let interrupted = self
             .worker
             .iter()
@@ -450,6 +485,7 @@ impl Report {
             .chain(self.original_model.iter().map(|o| o.run.reconnections))
             .chain(self.rate_limit.iter().map(|r| r.run.reconnections))
             .chain(self.full_sync.iter().flatten().map(|s| s.reconnections))
+            .chain(self.adaptive.iter().map(|a| a.run.reconnections))
             .chain(
                 self.coalescing
                     .iter()

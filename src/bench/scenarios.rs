@@ -12,8 +12,8 @@ use super::broker::{Broker, Message};
 use super::mock::MockTarget;
 use super::process::{write_config, Settled, WorkerProcess};
 use super::report::{
-    Coalescing, HidingRun, Machine, OriginalModel, Quantiles, RateLimitRun, Report, Settings,
-    SyncRun, TargetLimit, WorkerRun,
+    AdaptiveRun, Coalescing, HidingRun, Machine, OriginalModel, Quantiles, RateLimitRun, Report,
+    Settings, SyncRun, TargetLimit, WorkerRun,
 };
 use super::{BenchError, BenchOptions, Measurement, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH};
 use crate::demo::server::Server;
@@ -91,6 +91,7 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
         rate_limit: None,
         full_sync: None,
         coalescing: None,
+        adaptive: None,
     };
     if o.wants(Measurement::Broker) {
         progress(&format!(
@@ -233,6 +234,9 @@ async fn measure(ctx: &mut Ctx<'_>) -> Result<Report, BenchError> {
             without,
             with,
         });
+    }
+    if o.wants(Measurement::Adaptive) {
+        report.adaptive = Some(adaptive(ctx).await?);
     }
     report.machine.load_at_end = load_average();
     Ok(report)
@@ -416,6 +420,7 @@ async fn worker_run(
     mock.reset_counts();
     let mut worker = WorkerProcess::spawn(
         &ctx.options.worker_exe,
+        &ctx.options.worker_wrapper,
         &worker_file,
         &ctx.amqp_url,
         "worker",
@@ -639,6 +644,60 @@ async fn rate_limit(ctx: &mut Ctx<'_>) -> Result<RateLimitRun, BenchError> {
     })
 }
 
+/// The mock's limit for measurement 9, calls per second.
+const ADAPTIVE_LIMIT: u64 = 40;
+
+/// Measurement 9: cold subjects (look-up + PATCH each) at latency 0, no
+/// configured rate limit and the `[pacing]` defaults, against the mock
+/// refusing (429, `Retry-After: 1`) every call above [`ADAPTIVE_LIMIT`] in
+/// any one second. Events enough for about four times `run_seconds` (at
+/// least 5 s): the pace needs a few seconds to find the limit.
+async fn adaptive(ctx: &mut Ctx<'_>) -> Result<AdaptiveRun, BenchError> {
+    let o = ctx.options;
+    let limit = ADAPTIVE_LIMIT;
+    let seconds = (o.run_seconds * 4.0).max(5.0);
+    // Look-up + PATCH per event, at about 0.8 of the limit.
+    let events = sized(limit as f64 * 0.8 * seconds / 2.0, 20, o.events);
+    progress(&format!(
+        "9. adaptive pacing: {events} events, target limit {limit} calls/s"
+    ));
+    let spec = Spec {
+        label: "adaptive".into(),
+        events,
+        subjects: events,
+        mock_limit: limit,
+        ..Spec::default()
+    };
+    let (run, arrivals) = worker_run(ctx, &spec).await?;
+    let refusals = ctx.mock.refusals();
+    let (achieved, settled) = match (arrivals.first(), arrivals.last()) {
+        (Some(&first), Some(&last)) if arrivals.len() > 1 => {
+            let whole = last.duration_since(first);
+            let middle = first + whole / 2;
+            let accepted_since = |from: Instant| {
+                let all = arrivals.iter().filter(|t| **t >= from).count();
+                let refused = refusals.iter().filter(|t| **t >= from).count();
+                all.saturating_sub(refused) as f64
+            };
+            (
+                accepted_since(first) / whole.as_secs_f64().max(1e-9),
+                accepted_since(middle) / (last - middle).as_secs_f64().max(1e-9),
+            )
+        }
+        _ => (0.0, 0.0),
+    };
+    let rejected = run.calls.rate_limited;
+    Ok(AdaptiveRun {
+        target_limit_per_s: limit,
+        achieved_calls_per_s: achieved,
+        settled_calls_per_s: settled,
+        ratio: settled / limit as f64,
+        rejected_429: rejected,
+        rejected_share: rejected as f64 / run.calls.total().max(1) as f64,
+        run,
+    })
+}
+
 /// The most instants within any half-open window of `width`.
 fn peak_in_window(sorted: &[Instant], width: Duration) -> usize {
     let mut start = 0;
@@ -727,6 +786,7 @@ async fn sync_run(ctx: &mut Ctx<'_>, subjects: usize) -> Result<SyncRun, BenchEr
     )?;
     let mut worker = WorkerProcess::spawn(
         &ctx.options.worker_exe,
+        &ctx.options.worker_wrapper,
         &worker_file,
         &ctx.amqp_url,
         "worker",

@@ -28,6 +28,8 @@ pub struct BenchArgs {
     pub only: Vec<String>,
     /// JSON instead of the table.
     pub json: bool,
+    /// A command to run each worker under (a profiler), split on spaces.
+    pub worker_wrapper: Option<String>,
 }
 
 /// `provisioner bench`
@@ -100,6 +102,12 @@ fn apply(options: &mut BenchOptions, args: &BenchArgs) -> Result<(), String> {
             return Err("--run-seconds must be a positive number".into());
         }
         options.run_seconds = s;
+    }
+    if let Some(wrapper) = &args.worker_wrapper {
+        options.worker_wrapper = wrapper.split_whitespace().map(String::from).collect();
+        if options.worker_wrapper.is_empty() {
+            return Err("--worker-wrapper must name a command".into());
+        }
     }
     if !args.only.is_empty() {
         options.only = args

@@ -41,6 +41,9 @@ fn demo_provisioner(api_url: &str, queue: &str) -> Result<ProvisionerConfig, Str
     table.insert("queue".into(), toml::Value::String(queue.into()));
     table.insert("name".into(), toml::Value::String("example".into()));
     table.insert("target_group_retry_delay".into(), toml::Value::Integer(1));
+    // The tour removes `olduser`, whom the demo directory starts with and the
+    // worker never created: it shows removals, so it removes what it is told.
+    table.insert("remove_only_owned".into(), toml::Value::Boolean(false));
     let text = toml::to_string(&table).map_err(|e| e.to_string())?;
     let mut errors = Vec::new();
     config::parse_provisioner(Path::new("provisioners/example.toml"), &text, &mut errors)

@@ -3,14 +3,17 @@
 //! target but writes are only printed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::progress::Progress;
 use super::{load_config, ExitResult, EXIT_CONFIG};
 use crate::assembly::{self, Writes};
 use crate::config::RetryPolicy;
+use crate::engine::ownership::Ownership;
 use crate::engine::retry::{with_retries, Attempts};
 use crate::engine::Provisioner;
 use crate::event::{Event, InvalidEvent};
+use crate::journal::OwnershipStore;
 use crate::target::dry_run::WriteLog;
 
 pub async fn replay(config_path: &Path, name: &str, dry_run: bool, file: &str) -> ExitResult {
@@ -28,7 +31,20 @@ pub async fn replay(config_path: &Path, name: &str, dry_run: bool, file: &str) -
     } else {
         Writes::Apply
     };
-    let engine = match assembly::provisioner(&p, writes) {
+    // What the worker owns is read from (and, applying, recorded in) the
+    // journal's store, as the worker does; a dry run writes nothing there.
+    let ownership = match &config.journal {
+        Some(j) => match OwnershipStore::open(&assembly::journal_settings(j)).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
+    let shared = ownership.clone().map(|s| Arc::new(s) as Arc<dyn Ownership>);
+    let engine = match assembly::provisioner_owning(&p, writes, shared) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -74,11 +90,14 @@ pub async fn replay(config_path: &Path, name: &str, dry_run: bool, file: &str) -
                 ));
             }
         }
-        for write in log.take() {
-            progress.line(&format!("    would {write}"));
+        for planned in log.take() {
+            progress.line(&format!("    {planned}"));
         }
     }
     progress.finish();
+    if let Some(store) = ownership {
+        store.close().await;
+    }
     Ok(if failed == 0 { 0 } else { 1 })
 }
 

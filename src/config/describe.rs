@@ -44,6 +44,7 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
         "max_removal_share": p.max_removal_share,
         "removal_guard_min": p.removal_guard_min,
         "max_removals": p.max_removals,
+        "remove_only_owned": p.remove_only_owned,
         "auth": { "scheme": p.auth.scheme(), "client_secret": REDACTED },
         "tls": tls(&p.tls),
         "on_behalf_of": p.on_behalf_of.as_ref().map(|o| json!({"header": o.header, "value": o.value})),
@@ -58,6 +59,12 @@ fn provisioner(p: &ProvisionerConfig) -> Value {
             "max_backoff_s": p.retry.max_backoff.as_secs(),
             "probe_first_s": p.retry.probe_first.as_secs(),
             "probe_max_s": p.retry.probe_max.as_secs(),
+        },
+        "pacing": {
+            "adaptive": p.pacing.adaptive,
+            "decrease": p.pacing.decrease,
+            "increase": p.pacing.increase,
+            "min_rate": p.pacing.min_rate,
         },
     })
 }

@@ -236,6 +236,13 @@ pub struct ProvisionerFile {
     /// and whatever `removal_guard_min`. 0 = no absolute limit.
     #[serde(default = "default_max_removals")]
     pub max_removals: usize,
+    /// Deprovisions and full syncs remove only the remote accounts and
+    /// memberships this worker created or adopted (recorded in the journal's
+    /// store); every other one is left alone and reported. Needs `[journal]`
+    /// in the worker file. false: remove whatever the event says, as the
+    /// original did.
+    #[serde(default = "default_remove_only_owned")]
+    pub remove_only_owned: bool,
     /// How requests are authenticated.
     pub auth: Option<AuthFile>,
     /// Custom CA / client certificate for the target.
@@ -266,6 +273,10 @@ pub struct ProvisionerFile {
     /// Retry budget for transient failures.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Adaptive pacing: how the worker slows down when the target says it
+    /// is asked too often (429 or `Retry-After`) and speeds up again.
+    #[serde(default)]
+    pub pacing: PacingFile,
     /// The API description for `kind = "rest"`.
     pub rest: Option<RestFile>,
     /// Overrides of the SCIM defaults for `kind = "scim"`.
@@ -287,6 +298,10 @@ fn default_removal_guard_min() -> usize {
 /// Like Entra ID's default accidental-deletions threshold.
 fn default_max_removals() -> usize {
     500
+}
+/// The original's behaviour: removals do not ask who made the account.
+fn default_remove_only_owned() -> bool {
+    false
 }
 fn default_target_group_retry_delay() -> u64 {
     20
@@ -383,6 +398,55 @@ impl Default for RetryFile {
             probe_max_s: default_probe_max_s(),
         }
     }
+}
+
+/// `[pacing]`: adaptive pacing per target (AIMD). On a 429 or a
+/// `Retry-After` the call rate and the events applied at once are cut by
+/// `decrease`; while calls succeed they grow again by `increase`, never above
+/// the configured limits (`account_sync_rate_limit_ms`,
+/// `member_sync_rate_limit_ms`, `concurrency`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingFile {
+    /// Whether the worker adapts its pace to the target's throttling; false
+    /// keeps only the fixed limits.
+    #[serde(default = "default_pacing_adaptive")]
+    pub adaptive: bool,
+    /// Factor (between 0 and 1, both excluded) the call rate and the
+    /// concurrency are multiplied by when the target throttles.
+    #[serde(default = "default_pacing_decrease")]
+    pub decrease: f64,
+    /// Calls per second the allowed rate grows by for each second of
+    /// successful calls.
+    #[serde(default = "default_pacing_increase")]
+    pub increase: f64,
+    /// Calls per second the allowed rate never goes below.
+    #[serde(default = "default_pacing_min_rate")]
+    pub min_rate: f64,
+}
+
+impl Default for PacingFile {
+    fn default() -> Self {
+        PacingFile {
+            adaptive: default_pacing_adaptive(),
+            decrease: default_pacing_decrease(),
+            increase: default_pacing_increase(),
+            min_rate: default_pacing_min_rate(),
+        }
+    }
+}
+
+fn default_pacing_adaptive() -> bool {
+    true
+}
+fn default_pacing_decrease() -> f64 {
+    0.7
+}
+fn default_pacing_increase() -> f64 {
+    1.0
+}
+fn default_pacing_min_rate() -> f64 {
+    1.0
 }
 
 fn default_max_attempts() -> u32 {

@@ -35,7 +35,8 @@ mod validate;
 pub use problems::{ConfigError, ConfigErrors, Problems};
 pub use runtime::{
     AmqpConfig, BrokerUrls, Config, FullSyncUpdates, GroupSyncStrategy, KindConfig, LogConfig,
-    LogFormat, OnBehalfOf, ProvisionStrategy, ProvisionerConfig, QueueType, RetryPolicy, TlsConfig,
+    LogFormat, OnBehalfOf, PacingPolicy, ProvisionStrategy, ProvisionerConfig, QueueType,
+    RetryPolicy, TlsConfig,
 };
 pub use secret::{Secret, SecretSource};
 
@@ -65,6 +66,7 @@ pub fn load(worker_file: &Path) -> Result<Config, ConfigErrors> {
     let paths = provisioner_paths(&file.provisioners, &mut p);
     let provisioners = load_provisioners(&paths, &mut errors);
     validate::retry_budgets(&amqp, &provisioners, &mut errors);
+    validate::ownership_store(worker_file, journal.is_some(), &provisioners, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

@@ -203,6 +203,18 @@ pub struct RetryPolicy {
     pub probe_max: Duration,
 }
 
+/// Adaptive pacing (`[pacing]`), validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PacingPolicy {
+    pub adaptive: bool,
+    /// In (0, 1).
+    pub decrease: f64,
+    /// Calls/s gained per second of successful calls; positive.
+    pub increase: f64,
+    /// Calls/s; positive.
+    pub min_rate: f64,
+}
+
 /// The kind-specific part of a provisioner.
 #[derive(Debug, Clone)]
 pub enum KindConfig {
@@ -255,6 +267,8 @@ pub struct ProvisionerConfig {
     pub removal_guard_min: usize,
     /// 0: no absolute limit.
     pub max_removals: usize,
+    /// Removals leave alone what the worker does not own (`engine::ownership`).
+    pub remove_only_owned: bool,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
     pub on_behalf_of: Option<OnBehalfOf>,
@@ -265,6 +279,7 @@ pub struct ProvisionerConfig {
     pub coalesce: bool,
     pub partitions: u16,
     pub retry: RetryPolicy,
+    pub pacing: PacingPolicy,
     pub kind: KindConfig,
 }
 

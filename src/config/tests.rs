@@ -47,6 +47,7 @@ fn defaults_follow_the_original() {
     assert_eq!(p.provision_strategy, ProvisionStrategy::QueryFirst);
     assert_eq!(p.group_sync_strategy, GroupSyncStrategy::AddMemberFirst);
     assert_eq!(p.timeout, Duration::from_secs(30));
+    assert!(!p.remove_only_owned, "removals as the original made them");
     assert_eq!(p.dead_letter_queue(), "provisioner.zoom.dead");
     // The summary of `check` names the choices as they are written.
     assert_eq!(
@@ -339,4 +340,97 @@ fn each_bad_broker_url_is_named_by_its_entry_without_its_password() {
     let (_, e) = broker_urls_of("[amqp]\nurl = \" , \"\n", None);
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].problem.contains("no broker URL"), "{}", e[0]);
+}
+
+/// `remove_only_owned` needs the journal's store: without `[journal]` the
+/// worker file is refused, naming the provisioner file, the key, the worker
+/// file and the fix; with it, or with the option off, it loads.
+#[test]
+fn remove_only_owned_needs_a_journal_in_the_worker_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let provisioner = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\nremove_only_owned = true\n{}",
+        rest()
+    );
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    write("owned.toml", &provisioner);
+    write(
+        "plain.toml",
+        &provisioner.replace("remove_only_owned = true", ""),
+    );
+    let worker = dir.path().join("worker.toml");
+    write(
+        "worker.toml",
+        "provisioners = [\"owned.toml\", \"plain.toml\"]\n",
+    );
+    let errors = match load(&worker) {
+        Ok(_) => panic!("loaded without a journal"),
+        Err(e) => e.0,
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(e.file, dir.path().join("owned.toml"));
+    assert_eq!(e.key, "remove_only_owned");
+    assert!(e.problem.contains(&worker.display().to_string()), "{e}");
+    assert!(e.problem.contains("no `[journal]`"), "{e}");
+    assert!(e.fix.contains("add a `[journal]` table"), "{e}");
+    assert!(e.fix.contains("remove_only_owned = false"), "{e}");
+
+    write(
+        "worker.toml",
+        "provisioners = [\"owned.toml\", \"plain.toml\"]\n[journal]\npath = \"j.sqlite\"\n",
+    );
+    let config = load(&worker).unwrap_or_else(|e| panic!("{e}"));
+    let owned: Vec<bool> = config
+        .provisioners
+        .iter()
+        .map(|p| p.remove_only_owned)
+        .collect();
+    assert_eq!(owned, [true, false]);
+}
+
+#[test]
+fn pacing_is_adaptive_by_default_and_its_factors_are_checked_together() {
+    let base = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n{}",
+        rest()
+    );
+    let p = parse(&base).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        p.pacing,
+        PacingPolicy {
+            adaptive: true,
+            decrease: 0.7,
+            increase: 1.0,
+            min_rate: 1.0,
+        }
+    );
+    let p =
+        parse(&format!(
+            "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\nadaptive = false\n{}",
+            rest()
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(!p.pacing.adaptive);
+    let bad = format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\ndecrease = 1.0\nincrease = 0.0\nmin_rate = -2.0\n{}",
+        rest()
+    );
+    let e = errors(&bad);
+    let all = e.join("\n");
+    for key in ["pacing.decrease", "pacing.increase", "pacing.min_rate"] {
+        assert!(
+            all.contains(&format!("`{key}`")),
+            "{key} missing in:\n{all}"
+        );
+    }
+    assert_eq!(e.len(), 3, "{all}");
+    assert!(e.iter().all(|l| l.contains("fix:")), "{all}");
+    let e = errors(&format!(
+        "kind = \"rest\"\nurl_prefix = \"https://x\"\nprovision_group = \"g\"\n[pacing]\nslowly = true\n{}",
+        rest()
+    ));
+    assert!(e.join("\n").contains("slowly"), "{e:?}");
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use super::auth::AuthConfig;
 use super::file::{
-    AmqpFile, GroupMapSource, Kind, OnBehalfOfFile, ProvisionerFile, RetryFile, StringOrList,
-    TlsFile,
+    AmqpFile, GroupMapSource, Kind, OnBehalfOfFile, PacingFile, ProvisionerFile, RetryFile,
+    StringOrList, TlsFile,
 };
 use super::problems::{ConfigError, Problems};
 use super::runtime::{
-    split_list, AmqpConfig, BrokerUrls, KindConfig, OnBehalfOf, ProvisionerConfig, RetryPolicy,
-    TlsConfig,
+    split_list, AmqpConfig, BrokerUrls, KindConfig, OnBehalfOf, PacingPolicy, ProvisionerConfig,
+    RetryPolicy, TlsConfig,
 };
 use super::secret::Secret;
 use crate::redact::redact_url;
@@ -185,6 +185,33 @@ pub(super) fn retry_budgets(
     }
 }
 
+/// `remove_only_owned` reads and writes the ownership records, which live
+/// in the journal's store: the worker file must have a `[journal]`.
+pub(super) fn ownership_store(
+    worker_file: &Path,
+    has_journal: bool,
+    provisioners: &[ProvisionerConfig],
+    errors: &mut Vec<ConfigError>,
+) {
+    if has_journal {
+        return;
+    }
+    for prov in provisioners.iter().filter(|p| p.remove_only_owned) {
+        errors.push(ConfigError {
+            file: prov.file.clone(),
+            key: "remove_only_owned".into(),
+            problem: format!(
+                "is true, but the worker file `{}` has no `[journal]`: the records of what the worker owns are kept in the journal's store",
+                worker_file.display()
+            ),
+            fix: format!(
+                "add a `[journal]` table to `{}` (e.g. `path = \"journal.sqlite\"`, or `url = \"postgres://...\"` shared by several workers), or set remove_only_owned = false",
+                worker_file.display()
+            ),
+        });
+    }
+}
+
 fn tls(t: TlsFile, key: &str, base: &Path, p: &mut Problems<'_>) -> TlsConfig {
     let mut pem = |name: &str, v: Option<String>| -> Option<PathBuf> {
         let path = base.join(v?);
@@ -248,6 +275,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
     p.at_least("timeout_s", f.timeout_s, 1, "30");
     p.at_least("concurrency", f.concurrency, 1, "8");
     let retry = retry(f.retry, p);
+    let pacing = pacing(f.pacing, p);
     let auth = AuthConfig::validate(f.auth, p);
     let base = p.base_dir();
     let tls = f.tls.map(|t| tls(t, "tls", &base, p));
@@ -275,6 +303,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
         max_removal_share: f.max_removal_share,
         removal_guard_min: f.removal_guard_min,
         max_removals: f.max_removals,
+        remove_only_owned: f.remove_only_owned,
         auth,
         tls,
         on_behalf_of,
@@ -284,6 +313,7 @@ pub(super) fn provisioner(f: ProvisionerFile, p: &mut Problems<'_>) -> Option<Pr
         coalesce: f.coalesce,
         partitions: f.partitions,
         retry,
+        pacing,
         kind: kind?,
     };
     for missing in config.kind.missing_operations(config.needs()) {
@@ -452,6 +482,42 @@ fn retry(f: RetryFile, p: &mut Problems<'_>) -> RetryPolicy {
         max_backoff: Duration::from_secs(f.max_backoff_s),
         probe_first: Duration::from_secs(f.probe_first_s),
         probe_max: Duration::from_secs(f.probe_max_s),
+    }
+}
+
+fn pacing(f: PacingFile, p: &mut Problems<'_>) -> PacingPolicy {
+    if !(f.decrease > 0.0 && f.decrease < 1.0) {
+        p.add(
+            "pacing.decrease",
+            format!(
+                "{} is not a factor between 0 and 1 (both excluded): the pace must drop when the target throttles",
+                f.decrease
+            ),
+            "set e.g. decrease = 0.7",
+        );
+    }
+    if !(f.increase > 0.0 && f.increase.is_finite()) {
+        p.add(
+            "pacing.increase",
+            format!(
+                "{} calls/s per second would never bring the pace back up",
+                f.increase
+            ),
+            "set a positive number, e.g. increase = 1.0",
+        );
+    }
+    if !(f.min_rate > 0.0 && f.min_rate.is_finite()) {
+        p.add(
+            "pacing.min_rate",
+            format!("{} calls/s is not a positive rate", f.min_rate),
+            "set a positive number, e.g. min_rate = 1.0",
+        );
+    }
+    PacingPolicy {
+        adaptive: f.adaptive,
+        decrease: f.decrease,
+        increase: f.increase,
+        min_rate: f.min_rate,
     }
 }
 

@@ -1,8 +1,13 @@
 //! One membership: adding an account to a mapped target group (waiting
 //! `target_group_retry_delay` for an account not there yet) and removing it.
+//! An added membership is recorded as owned (adopted when it was there
+//! already); a removed one is forgotten, and with `remove_only_owned` one
+//! not owned is left alone.
 
+use super::owned::{owned, LEFT_ALONE};
+use super::ownership::Acquired;
 use super::resolve::Resolved;
-use super::{Engine, Phase, Source, Step, Tally};
+use super::{Engine, OutcomeStatus, Phase, Source, Step, Tally};
 use crate::config::GroupSyncStrategy;
 use crate::target::{RemoteGroup, Removal, SubjectContext, TargetError};
 
@@ -42,6 +47,11 @@ impl Engine {
                 .await?;
             (group, group_source) = (read, read_source);
             if members.iter().any(|m| m.api_id == id) {
+                self.own_members(
+                    remote_name,
+                    vec![owned(&id, &ctx.match_value, Acquired::Adopted)],
+                )
+                .await?;
                 return Ok(format!("already a member of {remote_name}"));
             }
         }
@@ -53,7 +63,14 @@ impl Engine {
             )
             .await
         {
-            Ok(()) => Ok(format!("added {id} to {remote_name}")),
+            Ok(()) => {
+                self.own_members(
+                    remote_name,
+                    vec![owned(&id, &ctx.match_value, Acquired::Created)],
+                )
+                .await?;
+                Ok(format!("added {id} to {remote_name}"))
+            }
             // Not found may mean a cached ID is stale (the account or the
             // group was re-created): look the cached ones up afresh, and try
             // once more if either changed.
@@ -84,6 +101,11 @@ impl Engine {
                     self.target.add_member(&fresh_group, &fresh, ctx),
                 )
                 .await?;
+                self.own_members(
+                    remote_name,
+                    vec![owned(&fresh, &ctx.match_value, Acquired::Created)],
+                )
+                .await?;
                 Ok(format!("added {fresh} to {remote_name}"))
             }
             Err(e) => Err(e),
@@ -95,7 +117,20 @@ impl Engine {
         tally: &mut Tally,
         remote_name: &str,
         ctx: &SubjectContext,
-    ) -> Step<String> {
+    ) -> Step<(OutcomeStatus, String)> {
+        let done = self.remove_member_of(tally, remote_name, ctx).await?;
+        Ok(match done {
+            Removed::Done(detail) => (OutcomeStatus::Applied, detail),
+            Removed::LeftAlone(detail) => (OutcomeStatus::Ignored, detail),
+        })
+    }
+
+    async fn remove_member_of(
+        &self,
+        tally: &mut Tally,
+        remote_name: &str,
+        ctx: &SubjectContext,
+    ) -> Step<Removed> {
         let (group, group_source) = self.resolve_group(tally, remote_name).await?;
         let Some(Resolved {
             id,
@@ -105,10 +140,13 @@ impl Engine {
             .resolve_account_from(tally, Phase::Member, ctx, true)
             .await?
         else {
-            return Ok("no such account; nothing to remove".into());
+            return Ok(Removed::Done("no such account; nothing to remove".into()));
         };
+        if let Some(left) = self.leave_member(remote_name, ctx, &id).await? {
+            return Ok(left);
+        }
         if self.remove_one(tally, &group, &id, ctx).await? == Removal::Removed {
-            return Ok(format!("removed {id} from {remote_name}"));
+            return Ok(Removed::Done(format!("removed {id} from {remote_name}")));
         }
         // Absent under a cached ID proves nothing: the group or the account
         // may have been deleted and created again, membership included, under
@@ -117,9 +155,9 @@ impl Engine {
             Source::Cache => match self.refresh_group(tally, remote_name).await? {
                 Some(g) => g,
                 None => {
-                    return Ok(format!(
+                    return Ok(Removed::Done(format!(
                         "`{remote_name}` is gone from the target; nothing to remove"
-                    ))
+                    )))
                 }
             },
             Source::Target => group.clone(),
@@ -127,15 +165,45 @@ impl Engine {
         let fresh = match id_source {
             Source::Cache => match self.refresh_account(tally, Phase::Member, ctx).await? {
                 Some(fresh) => fresh,
-                None => return Ok("no such account any more; nothing to remove".into()),
+                None => {
+                    return Ok(Removed::Done(
+                        "no such account any more; nothing to remove".into(),
+                    ))
+                }
             },
             Source::Target => id.clone(),
         };
         if fresh == id && fresh_group.api_id == group.api_id {
-            return Ok(format!("{id} was not a member of {remote_name}"));
+            return Ok(Removed::Done(format!(
+                "{id} was not a member of {remote_name}"
+            )));
+        }
+        if fresh != id {
+            if let Some(left) = self.leave_member(remote_name, ctx, &fresh).await? {
+                return Ok(left);
+            }
         }
         self.remove_one(tally, &fresh_group, &fresh, ctx).await?;
-        Ok(format!("removed {fresh} from {remote_name}"))
+        Ok(Removed::Done(format!("removed {fresh} from {remote_name}")))
+    }
+
+    /// With `remove_only_owned`, what a removal of a membership the worker
+    /// does not own reports: nothing is sent.
+    async fn leave_member(
+        &self,
+        remote_name: &str,
+        ctx: &SubjectContext,
+        id: &str,
+    ) -> Step<Option<Removed>> {
+        if self.may_remove_member(remote_name, id).await? {
+            return Ok(None);
+        }
+        let what = format!(
+            "membership of {id} (`{}`) in {remote_name}",
+            ctx.match_value
+        );
+        self.report_left_alone(&what);
+        Ok(Some(Removed::LeftAlone(format!("{what} {LEFT_ALONE}"))))
     }
 
     pub(super) async fn remove_one(
@@ -145,11 +213,22 @@ impl Engine {
         id: &str,
         ctx: &SubjectContext,
     ) -> Step<Removal> {
-        self.call(
-            tally,
-            Phase::Member,
-            self.target.remove_member(group, id, ctx),
-        )
-        .await
+        let removal = self
+            .call(
+                tally,
+                Phase::Member,
+                self.target.remove_member(group, id, ctx),
+            )
+            .await?;
+        // Not a member any more either way.
+        self.disown_members(&group.name, vec![id.to_string()])
+            .await?;
+        Ok(removal)
     }
+}
+
+/// What a single membership removal came to.
+enum Removed {
+    Done(String),
+    LeftAlone(String),
 }

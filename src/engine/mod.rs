@@ -12,20 +12,26 @@ use async_trait::async_trait;
 
 use crate::config::{FullSyncUpdates, GroupSyncStrategy, ProvisionStrategy, ProvisionerConfig};
 use crate::event::{Action, Attributes, Event, Subjects, SyncSubject};
+use crate::target::dry_run::WriteLog;
 use crate::target::{SubjectContext, TargetApi, TargetError, TargetResult};
 
 mod accounts;
+pub mod adaptive;
 pub mod cache;
 mod groups;
 mod guard;
 pub mod health;
+mod owned;
+pub mod ownership;
 pub mod pace;
 mod progress;
 mod resolve;
 pub mod retry;
 mod syncs;
 
+use adaptive::{AdaptivePace, PaceLimits};
 use cache::{AccountCache, GroupCache, SubjectCache};
+use ownership::{MemoryOwnership, Ownership};
 use pace::Pacer;
 
 /// What applying an event did.
@@ -42,7 +48,8 @@ pub struct Outcome {
 pub enum OutcomeStatus {
     /// The target is now in the state the event asked for.
     Applied,
-    /// Nothing to do for this provisioner (unmapped group, unmanaged login).
+    /// Nothing to do for this provisioner (unmapped group, unmanaged login,
+    /// a removal of what the worker does not own under `remove_only_owned`).
     Ignored,
 }
 
@@ -90,6 +97,11 @@ pub trait Provisioner: Send + Sync {
     /// Forgets every cached ID (an operator's request after changes made on
     /// the target by hand).
     fn clear_caches(&self) {}
+    /// The target's adaptive pace, when `[pacing] adaptive` is on: the
+    /// consumers apply no more events at once than it allows.
+    fn pacing(&self) -> Option<Arc<AdaptivePace>> {
+        None
+    }
 }
 
 /// What an engine has counted since it started.
@@ -97,7 +109,7 @@ pub trait Provisioner: Send + Sync {
 pub struct EngineStats {
     pub account_cache_hits: u64,
     pub account_cache_misses: u64,
-    /// Time calls spent waiting for the rate limits.
+    /// Time calls spent waiting for the rate limits and adaptive pacing.
     pub rate_limit_wait: Duration,
 }
 
@@ -139,12 +151,26 @@ pub struct Engine {
     max_removal_share: f64,
     removal_guard_min: usize,
     max_removals: usize,
+    /// Removals leave alone what `ownership` does not say the worker owns.
+    remove_only_owned: bool,
+    /// Where what the worker creates and adopts is recorded; none when
+    /// nothing is recorded (no journal store, `remove_only_owned` off).
+    ownership: Option<Arc<dyn Ownership>>,
+    /// A dry run's plan: what is left alone is noted there too.
+    plan: Option<WriteLog>,
+    /// Ownership writes in flight in the background (`remove_only_owned`
+    /// off), at most `owned::BACKGROUND_WRITES`.
+    background: Arc<tokio::sync::Semaphore>,
+    /// Ownership records dropped because the background was full.
+    records_dropped: AtomicU64,
     accounts: AccountCache,
     /// Subject -> match value, for events that come without attributes.
     subjects: SubjectCache,
     groups: GroupCache,
     account_pace: Option<Pacer>,
     member_pace: Option<Pacer>,
+    /// Slows down when the target throttles (`[pacing]`); `None` when off.
+    adaptive: Option<Arc<AdaptivePace>>,
     /// Microseconds calls waited for a pacer.
     paced_us: AtomicU64,
 }
@@ -164,6 +190,16 @@ impl Engine {
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
             max_removals: config.max_removals,
+            remove_only_owned: config.remove_only_owned,
+            // Without a store given, what this process creates and adopts is
+            // remembered for its life, so that the option keeps its promise
+            // (never remove what it does not own) rather than removing all.
+            ownership: config
+                .remove_only_owned
+                .then(|| Arc::new(MemoryOwnership::default()) as Arc<dyn Ownership>),
+            plan: None,
+            background: Arc::new(tokio::sync::Semaphore::new(owned::BACKGROUND_WRITES)),
+            records_dropped: AtomicU64::new(0),
             accounts: AccountCache::new(
                 config.account_cache_size,
                 config.account_cache_validity_period,
@@ -172,8 +208,28 @@ impl Engine {
             groups: GroupCache::new(config.target_group_cache_size),
             account_pace: Pacer::new(config.account_sync_rate_limit),
             member_pace: Pacer::new(config.member_sync_rate_limit),
+            adaptive: config.pacing.adaptive.then(|| {
+                Arc::new(AdaptivePace::new(
+                    config.pacing,
+                    pace_limits(config),
+                    config.retry.max_backoff,
+                ))
+            }),
             paced_us: AtomicU64::new(0),
         }
+    }
+
+    /// Records ownership in `store` (the journal's, or a dry run's
+    /// rehearsal of it): from now on whatever the engine creates or adopts.
+    pub fn with_ownership(mut self, store: Arc<dyn Ownership>) -> Self {
+        self.ownership = Some(store);
+        self
+    }
+
+    /// Notes in a dry run's plan what is left alone, beside the writes.
+    pub fn with_plan(mut self, plan: WriteLog) -> Self {
+        self.plan = Some(plan);
+        self
     }
 
     /// Paces (per phase) and counts one API call.
@@ -187,13 +243,26 @@ impl Engine {
             Phase::Account => &self.account_pace,
             Phase::Member => &self.member_pace,
         };
+        let mut waited = Duration::ZERO;
         if let Some(p) = pacer {
-            let waited = p.wait().await;
-            let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-            self.paced_us.fetch_add(us, Ordering::Relaxed);
+            waited += p.wait().await;
         }
+        // After the fixed limit, so that the start it records is the call's.
+        let admission = match &self.adaptive {
+            Some(a) => Some(a.admit().await),
+            None => None,
+        };
+        if let Some(a) = &admission {
+            waited += a.waited;
+        }
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.paced_us.fetch_add(us, Ordering::Relaxed);
         tally.calls += 1;
-        fut.await
+        let result = fut.await;
+        if let (Some(pace), Some(a)) = (&self.adaptive, admission) {
+            pace.record(a.started, &result);
+        }
+        result
     }
 
     fn context(
@@ -300,13 +369,11 @@ impl Engine {
                     (None, Action::Add | Action::Update) => {
                         self.provision(tally, &ctx).await.map(applied)
                     }
-                    (None, Action::Delete) => self.deprovision(tally, &ctx).await.map(applied),
+                    (None, Action::Delete) => self.deprovision(tally, &ctx).await,
                     (Some(g), Action::Add | Action::Update) => {
                         self.add_member(tally, g, &ctx).await.map(applied)
                     }
-                    (Some(g), Action::Delete) => {
-                        self.remove_member(tally, g, &ctx).await.map(applied)
-                    }
+                    (Some(g), Action::Delete) => self.remove_member(tally, g, &ctx).await,
                     (_, Action::MembershipSync) => {
                         Err(TargetError::permanent("membership_sync needs `subjects`"))
                     }
@@ -345,6 +412,10 @@ impl Provisioner for Engine {
         }
     }
 
+    fn pacing(&self) -> Option<Arc<AdaptivePace>> {
+        self.adaptive.clone()
+    }
+
     fn clear_caches(&self) {
         self.accounts.clear();
         self.subjects.clear();
@@ -365,6 +436,33 @@ impl Provisioner for Engine {
                 api_calls: tally.calls,
             }),
         }
+    }
+}
+
+/// The ceilings of adaptive pacing: `concurrency`, and the fastest rate
+/// the fixed limits allow over the phases this provisioner has (none when
+/// one of them is unlimited: then only throttling paces the calls).
+fn pace_limits(config: &ProvisionerConfig) -> PaceLimits {
+    let needs = config.needs();
+    let phases = [
+        (needs.accounts, config.account_sync_rate_limit),
+        (needs.groups, config.member_sync_rate_limit),
+    ];
+    let mut max_rate: Option<f64> = None;
+    for (used, period) in phases {
+        if !used {
+            continue;
+        }
+        if period.is_zero() {
+            max_rate = None;
+            break;
+        }
+        let rate = 1.0 / period.as_secs_f64();
+        max_rate = Some(max_rate.map_or(rate, |m| m.max(rate)));
+    }
+    PaceLimits {
+        max_rate,
+        max_concurrency: config.concurrency,
     }
 }
 

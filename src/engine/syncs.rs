@@ -1,9 +1,14 @@
 //! Full reconciliations (`membership_sync`): of the provisioned accounts,
 //! and of one target group's members. Both decide what to remove before
 //! removing anything, so the mass-deprovision guard can refuse in time.
+//! Both adopt what the sync matches to its subjects in one write, and with
+//! `remove_only_owned` read what the worker owns once and leave alone (and
+//! report) what they would remove but the worker does not own.
 
 use std::collections::{HashMap, HashSet};
 
+use super::owned::{owned, LEFT_ALONE};
+use super::ownership::{Acquired, Owned};
 use super::progress::SyncProgress;
 use super::{Engine, Phase, Step, Tally};
 use crate::config::GroupSyncStrategy;
@@ -105,7 +110,8 @@ impl Engine {
             .iter()
             .filter(|a| !self.is_unmanaged(&a.match_value))
             .collect();
-        let doomed: Vec<&RemoteAccount> = if matched.unmatched > 0 {
+        let mine = self.owned_accounts().await?;
+        let unlisted: Vec<&RemoteAccount> = if matched.unmatched > 0 {
             Vec::new()
         } else {
             managed
@@ -114,7 +120,29 @@ impl Engine {
                 .filter(|a| !by_match.contains_key(a.match_value.as_str()))
                 .collect()
         };
-        self.guard_removals(event, "accounts", doomed.len(), managed.len())?;
+        let (doomed, left_alone): (Vec<&RemoteAccount>, Vec<&RemoteAccount>) = unlisted
+            .into_iter()
+            .partition(|a| !self.leaves_alone(mine.as_ref(), &a.api_id));
+        // With remove_only_owned, what the sync may remove is what the worker
+        // owns: the guard weighs the removals against that.
+        let (removable, what) = match &mine {
+            Some(mine) if self.remove_only_owned => (
+                managed.iter().filter(|a| mine.contains(&a.api_id)).count(),
+                "owned accounts",
+            ),
+            _ => (managed.len(), "accounts"),
+        };
+        self.guard_removals(event, what, doomed.len(), removable)?;
+        // The listed subjects' accounts already there are theirs: adopted.
+        if self.records() {
+            let adopted: Vec<Owned> = managed
+                .iter()
+                .filter(|a| by_match.contains_key(a.match_value.as_str()))
+                .filter(|a| !mine.as_ref().is_some_and(|m| m.contains(&a.api_id)))
+                .map(|a| owned(&a.api_id, &a.match_value, Acquired::Adopted))
+                .collect();
+            self.own_accounts(adopted).await?;
+        }
         let remote_by_match: HashMap<&str, &RemoteAccount> =
             remote.iter().map(|a| (a.match_value.as_str(), a)).collect();
 
@@ -170,13 +198,24 @@ impl Engine {
                     self.accounts.remove(&account.match_value);
                     removed += 1;
                 });
+            if result.is_ok() {
+                self.disown_account(&account.api_id).await?;
+            }
             collect(result, &account.match_value, &mut failures)?;
         }
+        let left_alone: Vec<String> = left_alone
+            .iter()
+            .map(|a| {
+                self.report_left_alone(&format!("account {} (`{}`)", a.api_id, a.match_value));
+                a.match_value.clone()
+            })
+            .collect();
         let mut detail = format!("account sync: {created} created, {updated} updated");
         if self.compares() {
             detail.push_str(&format!(", {unchanged} already up to date"));
         }
         detail.push_str(&format!(", {removed} deprovisioned"));
+        push_left_alone(&mut detail, &left_alone);
         finish_sync(detail, failures)
     }
 
@@ -207,13 +246,17 @@ impl Engine {
         let (mut group, _, members) = self
             .members_of(tally, remote_name, group, group_source)
             .await?;
-        let to_remove: Vec<(ApiId, SubjectContext)> = members
+        let mine = self.owned_members(remote_name).await?;
+        let (unlisted, left_alone): (Vec<&RemoteAccount>, Vec<&RemoteAccount>) = members
             .iter()
             .filter(|m| {
                 matched.unmatched == 0
                     && !wanted_matches.contains(m.match_value.as_str())
                     && !self.is_unmanaged(&m.match_value)
             })
+            .partition(|m| !self.leaves_alone(mine.as_ref(), &m.api_id));
+        let to_remove: Vec<(ApiId, SubjectContext)> = unlisted
+            .into_iter()
             .map(|m| {
                 let ctx = SubjectContext {
                     subject: m.match_value.clone(),
@@ -227,8 +270,29 @@ impl Engine {
         let managed = members
             .iter()
             .filter(|m| !self.is_unmanaged(&m.match_value))
+            .filter(|m| match &mine {
+                Some(mine) if self.remove_only_owned => mine.contains(&m.api_id),
+                _ => true,
+            })
             .count();
-        self.guard_removals(event, "members", to_remove.len(), managed)?;
+        let what = if self.remove_only_owned {
+            "owned members"
+        } else {
+            "members"
+        };
+        self.guard_removals(event, what, to_remove.len(), managed)?;
+        // The listed subjects already in the group are its members by this
+        // sync's word: adopted.
+        if self.records() {
+            let adopted: Vec<Owned> = members
+                .iter()
+                .filter(|m| wanted_matches.contains(m.match_value.as_str()))
+                .filter(|m| !self.is_unmanaged(&m.match_value))
+                .filter(|m| !mine.as_ref().is_some_and(|o| o.contains(&m.api_id)))
+                .map(|m| owned(&m.api_id, &m.match_value, Acquired::Adopted))
+                .collect();
+            self.own_members(remote_name, adopted).await?;
+        }
 
         // add-member-first adds every listed subject, present or not.
         let present: HashSet<&str> = match self.group_sync_strategy {
@@ -295,6 +359,13 @@ impl Engine {
                     )
                     .await
                     .map(|()| added += chunk.len());
+                if result.is_ok() && self.records() {
+                    let created: Vec<Owned> = chunk
+                        .iter()
+                        .map(|(id, ctx)| owned(id, &ctx.match_value, Acquired::Created))
+                        .collect();
+                    self.own_members(remote_name, created).await?;
+                }
                 collect(result, &batch_label(&chunk), &mut failures)?;
             }
         }
@@ -331,8 +402,22 @@ impl Engine {
                 Removal::Removed => removed += chunk.len(),
                 Removal::Absent => gone += chunk.len(),
             });
+            if result.is_ok() && self.records() {
+                let ids: Vec<ApiId> = chunk.iter().map(|(id, _)| id.clone()).collect();
+                self.disown_members(remote_name, ids).await?;
+            }
             collect(result, &batch_label(chunk), &mut failures)?;
         }
+        let left_alone: Vec<String> = left_alone
+            .iter()
+            .map(|m| {
+                self.report_left_alone(&format!(
+                    "membership of {} (`{}`) in {remote_name}",
+                    m.api_id, m.match_value
+                ));
+                m.match_value.clone()
+            })
+            .collect();
         let mut detail = format!("group sync {remote_name}: {added} added, {removed} removed");
         if gone > 0 {
             detail.push_str(&format!(", {gone} already gone"));
@@ -344,6 +429,7 @@ impl Engine {
                 abbreviate(&missing)
             ));
         }
+        push_left_alone(&mut detail, &left_alone);
         finish_sync(detail, failures)
     }
 }
@@ -358,6 +444,18 @@ pub(super) fn collect(result: Step<impl Sized>, who: &str, failures: &mut Vec<St
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Adds to a sync's outcome what it left alone under `remove_only_owned`:
+/// how many, and the first of them by match value.
+fn push_left_alone(detail: &mut String, left_alone: &[String]) {
+    if !left_alone.is_empty() {
+        detail.push_str(&format!(
+            ", {} {LEFT_ALONE}: {}",
+            left_alone.len(),
+            abbreviate(left_alone)
+        ));
     }
 }
 

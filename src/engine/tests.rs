@@ -39,12 +39,15 @@ use crate::target::{
 };
 
 mod accounts;
+mod adaptive;
 mod caching;
 mod coalescing;
+mod explain;
 mod failures;
 mod groups;
 mod guard;
 mod memory;
+mod ownership;
 mod pacing;
 mod routing;
 mod syncs;

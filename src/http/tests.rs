@@ -1706,3 +1706,47 @@ fn example_oauth2() {
     );
     assert_eq!(c.auth.scheme(), "oauth2");
 }
+
+/// The in-place join gives exactly the URL a full parse of prefix + path
+/// gives, for every kind of path a template can render.
+#[test]
+fn joining_in_place_equals_a_full_parse() {
+    let prefixes = [
+        "https://api.example.com",
+        "https://api.example.com/",
+        "https://api.example.com/v2",
+        "https://api.example.com/v2/",
+        "http://127.0.0.1:8080/scim/v2",
+        "https://bücher.example/api",
+    ];
+    let paths = [
+        "/users",
+        "/users/jdoe%40example.com",
+        "/users/j doe",
+        "/users/j%20doe?attributes=id&x=a b",
+        "/users?",
+        "/users?filter=userName%20eq%20%22a%22",
+        "/users/../groups/./1",
+        "//other.example/x",
+        "/users/ü/ø?q=é",
+        "/users/%2e%2e/admin",
+        "/a\\b",
+        "/",
+    ];
+    for prefix in prefixes {
+        let prefix_url = url::Url::parse(prefix).unwrap();
+        for path in paths {
+            let full = url::Url::parse(&format!(
+                "{}{path}",
+                prefix_url.as_str().trim_end_matches('/')
+            ))
+            .unwrap();
+            let fast = super::joined_in_place(&prefix_url, path).unwrap();
+            assert_eq!(fast.as_str(), full.as_str(), "{prefix} + {path}");
+        }
+    }
+    let prefix_url = url::Url::parse("https://h.example/api").unwrap();
+    for left_to_a_full_parse in ["users", "@evil.example/x", "/x#frag"] {
+        assert!(super::joined_in_place(&prefix_url, left_to_a_full_parse).is_none());
+    }
+}

@@ -14,9 +14,16 @@
 //! Stores: an embedded SQLite file (WAL) by default, or PostgreSQL when
 //! several worker processes share one journal. Both run the same SQL apart
 //! from the batch insert; schemas are the files under `migrations/`.
+//!
+//! The same store keeps the ownership records ([`OwnershipStore`], the
+//! engine's `Ownership`), never pruned; with `remove_only_owned` written
+//! while an event is applied and awaited, never dropped.
 
+mod ownership;
 mod store;
 mod writer;
+
+pub use ownership::OwnershipStore;
 
 #[cfg(test)]
 mod tests;

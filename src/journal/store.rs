@@ -42,16 +42,30 @@ const MAX_CALLS: usize = 1000;
 // Embedded rather than read at run time, and listed by hand rather than with
 // `sqlx::migrate!`, which would build a second copy of the drivers for the
 // proc-macro. A test checks that this list matches the folders.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "journal",
-    include_str!("../../migrations/sqlite/0001_journal.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "journal",
-    include_str!("../../migrations/postgres/0001_journal.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "journal",
+        include_str!("../../migrations/sqlite/0001_journal.sql"),
+    ),
+    (
+        2,
+        "ownership",
+        include_str!("../../migrations/sqlite/0002_ownership.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "journal",
+        include_str!("../../migrations/postgres/0001_journal.sql"),
+    ),
+    (
+        2,
+        "ownership",
+        include_str!("../../migrations/postgres/0002_ownership.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
@@ -87,7 +101,7 @@ pub(super) fn embedded_migrations(postgres: bool) -> Vec<(i64, &'static str)> {
 }
 
 #[derive(Clone)]
-enum Pool {
+pub(super) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -95,12 +109,12 @@ enum Pool {
 /// An open store. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Db {
-    pool: Pool,
+    pub(super) pool: Pool,
     /// The store for messages, password redacted.
     shown: Arc<str>,
     /// What to scrub from error texts, as written and percent-decoded.
     secrets: Arc<[String]>,
-    write_timeout: Duration,
+    pub(super) write_timeout: Duration,
 }
 
 /// A row ready for the store: clipped, lowercased, calls as JSON.
@@ -302,7 +316,7 @@ impl Db {
         })
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> JournalError {
+    pub(super) fn error(&self, e: impl std::fmt::Display) -> JournalError {
         JournalError::Store {
             store: self.shown.to_string(),
             reason: scrub(&e.to_string(), &self.secrets),

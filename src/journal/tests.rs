@@ -1120,3 +1120,177 @@ async fn postgres_down_keeps_record_non_blocking_and_counts_drops() {
     assert_eq!(count(&journal).await + probe.dropped(), recorded);
     journal.close(deadline(30)).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Ownership records
+
+mod owned {
+    use super::*;
+    use crate::engine::ownership::{Acquired, Owned, Ownership};
+
+    fn rec(api_id: &str, how: Acquired) -> Owned {
+        Owned {
+            api_id: api_id.into(),
+            subject: format!("subject of {api_id}"),
+            how,
+        }
+    }
+
+    fn ids<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> HashSet<String> {
+        items.into_iter().map(|s| s.as_ref().to_string()).collect()
+    }
+
+    /// What every store must do with ownership records: record (the first
+    /// record stays), answer one and all, forget, per provisioner and group,
+    /// in batches, across a reopen, untouched by retention.
+    pub(super) async fn scenario(settings: JournalSettings) {
+        let journal = open(settings.clone()).await;
+        let store = journal.ownership();
+        store
+            .record_accounts(
+                "p1",
+                &[rec("a1", Acquired::Created), rec("a2", Acquired::Adopted)],
+            )
+            .await
+            .unwrap();
+        // Recording again keeps the first record; another provisioner's are its own.
+        store
+            .record_accounts("p1", &[rec("a1", Acquired::Adopted)])
+            .await
+            .unwrap();
+        store
+            .record_accounts("p2", &[rec("a1", Acquired::Adopted)])
+            .await
+            .unwrap();
+        assert_eq!(store.how_of("p1", "a1").await.as_deref(), Some("created"));
+        assert_eq!(store.how_of("p1", "a2").await.as_deref(), Some("adopted"));
+        assert_eq!(store.how_of("p2", "a1").await.as_deref(), Some("adopted"));
+        assert!(store.owns_account("p1", "a1").await.unwrap());
+        assert!(!store.owns_account("p1", "a3").await.unwrap());
+        assert!(!store.owns_account("p3", "a1").await.unwrap());
+        assert_eq!(store.owned_accounts("p1").await.unwrap(), ids(["a1", "a2"]));
+        assert!(store.owned_accounts("p3").await.unwrap().is_empty());
+
+        store
+            .record_memberships(
+                "p1",
+                "staff",
+                &[rec("a1", Acquired::Created), rec("a2", Acquired::Adopted)],
+            )
+            .await
+            .unwrap();
+        store
+            .record_memberships("p1", "admins", &[rec("a1", Acquired::Created)])
+            .await
+            .unwrap();
+        assert!(store.owns_membership("p1", "staff", "a2").await.unwrap());
+        assert!(!store.owns_membership("p1", "staff", "a3").await.unwrap());
+        assert!(!store.owns_membership("p2", "staff", "a1").await.unwrap());
+        assert_eq!(
+            store.owned_members("p1", "staff").await.unwrap(),
+            ids(["a1", "a2"])
+        );
+        store
+            .forget_memberships("p1", "staff", &["a2".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.owned_members("p1", "staff").await.unwrap(),
+            ids(["a1"])
+        );
+        // An account forgotten takes its memberships along, in every group.
+        store.forget_accounts("p1", &["a1".into()]).await.unwrap();
+        assert_eq!(store.owned_accounts("p1").await.unwrap(), ids(["a2"]));
+        assert!(store.owned_members("p1", "staff").await.unwrap().is_empty());
+        assert!(store
+            .owned_members("p1", "admins")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.owns_account("p2", "a1").await.unwrap(), "p2's stays");
+
+        // A sync's batch is one call, whatever its size; odd values are kept
+        // as the engine will look them up.
+        let batch: Vec<Owned> = (0..3000)
+            .map(|i| rec(&format!("b{i}"), Acquired::Adopted))
+            .chain([rec("nul\0id", Acquired::Created)])
+            .collect();
+        store.record_accounts("p1", &batch).await.unwrap();
+        store
+            .record_memberships("p1", "staff", &batch)
+            .await
+            .unwrap();
+        assert_eq!(store.owned_accounts("p1").await.unwrap().len(), 3002);
+        assert_eq!(
+            store.owned_members("p1", "staff").await.unwrap().len(),
+            3001
+        );
+        assert!(store.owns_account("p1", "nul\0id").await.unwrap());
+        let gone: Vec<String> = (0..1000).map(|i| format!("b{i}")).collect();
+        store.forget_accounts("p1", &gone).await.unwrap();
+        store
+            .forget_memberships("p1", "staff", &["b1000".into()])
+            .await
+            .unwrap();
+        assert_eq!(store.owned_accounts("p1").await.unwrap().len(), 2002);
+        assert_eq!(
+            store.owned_members("p1", "staff").await.unwrap().len(),
+            2000
+        );
+
+        // Retention is for journal rows only.
+        journal.prune(now_ms() + 10_000 * DAY_MS).await.unwrap();
+        assert!(store.owns_account("p1", "a2").await.unwrap());
+        journal.close(deadline(30)).await.unwrap();
+
+        // Kept across a reopen; a store opened for its records alone reads them.
+        let alone = OwnershipStore::open(&settings).await.unwrap();
+        assert_eq!(alone.owned_accounts("p1").await.unwrap().len(), 2002);
+        assert!(alone.owns_account("p2", "a1").await.unwrap());
+        alone.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_ownership_records_are_kept_queried_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        scenario(sqlite_settings(&dir.path().join("j.sqlite"))).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_ownership_records_are_kept_queried_and_forgotten() {
+        let schema = PgSchema::create().await;
+        scenario(schema.settings()).await;
+    }
+
+    /// A store that does not answer fails the call within the store's
+    /// timeout, with an error, never silently.
+    #[tokio::test]
+    async fn postgres_down_fails_ownership_calls_with_an_error() {
+        let schema = PgSchema::create().await;
+        let base = url::Url::parse(&postgres_base_url()).unwrap();
+        let proxy = Proxy::start(format!(
+            "{}:{}",
+            base.host_str().unwrap(),
+            base.port().unwrap_or(5432)
+        ))
+        .await;
+        let mut settings = JournalSettings::new(Store::Postgres(schema.url_via(Some(proxy.addr))));
+        settings.store_timeout = Duration::from_secs(1);
+        let journal = open(settings).await;
+        let store = journal.ownership();
+        store
+            .record_accounts("p1", &[rec("a1", Acquired::Created)])
+            .await
+            .unwrap();
+        proxy.down();
+        let started = Instant::now();
+        let err = store
+            .record_accounts("p1", &[rec("a2", Acquired::Created)])
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+        assert!(store.owned_accounts("p1").await.is_err());
+        proxy.up();
+        let _ = journal.close(deadline(5)).await;
+    }
+}

@@ -12,16 +12,22 @@ use super::{
 };
 use crate::event::Attributes;
 
-/// The writes a dry run would have made, in order.
+/// The plan of a dry run, in order: the writes it would have made
+/// (`would ...`), and what the engine would leave alone (noted by it).
 #[derive(Clone, Default)]
 pub struct WriteLog(Arc<Mutex<Vec<String>>>);
 
 impl WriteLog {
-    fn push(&self, line: String) {
+    fn push(&self, write: String) {
+        self.note(format!("would {write}"));
+    }
+
+    /// Adds a line to the plan as it is.
+    pub fn note(&self, line: String) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
 
-    /// Takes the writes recorded so far.
+    /// Takes the plan's lines recorded so far.
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }

@@ -87,6 +87,13 @@ impl TargetError {
         self.class == FailureClass::Transient
     }
 
+    /// The target says it is asked too often: a 429, or any transient
+    /// answer that names a time to come back (`Retry-After`, as a 503 may).
+    /// Adaptive pacing slows down on it (`engine::adaptive`).
+    pub fn is_throttled(&self) -> bool {
+        self.status == Some(429) || (self.is_transient() && self.retry_after.is_some())
+    }
+
     /// The target says the resource the call addressed (an account or a group,
     /// by API ID) does not exist: a cached ID may have gone stale.
     pub fn is_not_found(&self) -> bool {

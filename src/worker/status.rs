@@ -343,10 +343,31 @@ impl SampleSource for StatusSamples {
             );
             push(
                 "rate_limit_wait_seconds",
-                "Time calls waited for the configured rate limits",
+                "Time calls waited for the configured rate limits and adaptive pacing",
                 SampleKind::Counter,
                 stats.rate_limit_wait.as_secs_f64(),
             );
+            if let Some(pace) = s.provisioner.pacing() {
+                let now = pace.snapshot();
+                push(
+                    "pacing_rate",
+                    "Calls per second adaptive pacing allows now; 0 while nothing paces the calls (no rate limit configured and no throttling seen)",
+                    SampleKind::Gauge,
+                    now.rate.unwrap_or(0.0),
+                );
+                push(
+                    "pacing_concurrency",
+                    "Events each consumer of the provisioner applies at once now (adaptive pacing, at most `concurrency`)",
+                    SampleKind::Gauge,
+                    now.concurrency as f64,
+                );
+                push(
+                    "target_throttled",
+                    "Calls the target throttled (429, or a transient answer with Retry-After)",
+                    SampleKind::Counter,
+                    now.throttled as f64,
+                );
+            }
         }
         out
     }

@@ -24,12 +24,12 @@ fn free_port() -> u16 {
 }
 
 /// The whole service on a fresh queue: worker file, provisioner file,
-/// journal and admin API, running in this process.
-struct Service {
-    dir: tempfile::TempDir,
-    mock: MockTarget,
+/// journal and admin API, running in this process (`explain.rs` uses it too).
+pub(crate) struct Service {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) mock: MockTarget,
     queue: String,
-    base: String,
+    pub(crate) base: String,
     worker_toml: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServiceError>>,
@@ -37,7 +37,7 @@ struct Service {
 
 impl Service {
     /// `admin` and `journal`: the bodies of those tables (the port is added).
-    async fn start(admin: &str, journal: &str, provisioner_overrides: &str) -> Service {
+    pub(crate) async fn start(admin: &str, journal: &str, provisioner_overrides: &str) -> Service {
         let probe = reqwest::Client::new();
         Self::start_probed(admin, journal, provisioner_overrides, probe).await
     }
@@ -119,7 +119,7 @@ impl Service {
         self.wait_ready(&reqwest::Client::new()).await;
     }
 
-    async fn publish(&self, events: &[Value]) {
+    pub(crate) async fn publish(&self, events: &[Value]) {
         let conn = connect().await;
         let ch = provisioner::amqp::confirm_channel(&conn).await.unwrap();
         let topology = provisioner::amqp::Topology::plain(&self.queue);
@@ -137,7 +137,7 @@ impl Service {
         let _ = conn.close(200, "bye".into()).await;
     }
 
-    async fn cleanup(mut self) {
+    pub(crate) async fn cleanup(mut self) {
         self.stop().await;
         let conn = connect().await;
         let ch = conn.create_channel().await.unwrap();
@@ -150,7 +150,7 @@ impl Service {
 
 /// A request with optional credentials: `Some(("bearer", token))` or
 /// `Some(("basic", "user:password"))`.
-async fn call(
+pub(crate) async fn call(
     client: &reqwest::Client,
     method: Method,
     url: &str,
@@ -184,7 +184,12 @@ async fn events(client: &reqwest::Client, base: &str, query: &str) -> Value {
 }
 
 /// Polls `/v1/events` until `n` rows match `query`.
-async fn wait_events(client: &reqwest::Client, base: &str, query: &str, n: usize) -> Value {
+pub(crate) async fn wait_events(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    n: usize,
+) -> Value {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let page = events(client, base, &format!("{query}&limit=1000")).await;
@@ -199,7 +204,7 @@ async fn wait_events(client: &reqwest::Client, base: &str, query: &str, n: usize
     }
 }
 
-const TOKENS: &str = r#"
+pub(crate) const TOKENS: &str = r#"
 [[admin.tokens]]
 role = "read"
 token = "reader-token"
@@ -243,6 +248,7 @@ async fn every_endpoint_answers_with_the_right_role_and_refuses_the_others() {
         "/metrics".to_string(),
         "/v1/provisioners".into(),
         format!("/v1/provisioners/{name}"),
+        format!("/v1/provisioners/{name}/subjects/jdoe"),
         "/v1/events".into(),
         format!("/v1/dead-letters/{name}"),
         "/v1/config".into(),
@@ -342,6 +348,7 @@ async fn every_endpoint_answers_with_the_right_role_and_refuses_the_others() {
         "/v1/provisioners/{name}/pause",
         "/v1/provisioners/{name}/resume",
         "/v1/provisioners/{name}/cache/clear",
+        "/v1/provisioners/{name}/subjects/{subject}",
         "/v1/events",
         "/v1/dead-letters/{name}",
         "/v1/dead-letters/{name}/requeue",
@@ -502,12 +509,29 @@ async fn journal_scenario(journal: &str) {
         "provisioner_in_flight",
         "provisioner_account_cache_hits_total",
         "provisioner_journal_rows_dropped_total",
+        "provisioner_pacing_rate",
+        "provisioner_pacing_concurrency",
+        "provisioner_target_throttled_total",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == name),
             "{name} missing"
         );
     }
+    // Nothing throttled: adaptive pacing allows the configured concurrency.
+    let (_, view) = call(
+        &client,
+        Method::GET,
+        &format!("{base}/v1/provisioners/example"),
+        Some(("bearer", "reader-token")),
+    )
+    .await;
+    let view: Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["pacing"]["throttled"], 0, "{view}");
+    assert!(
+        view["pacing"]["concurrency"].as_u64().unwrap() >= 1,
+        "{view}"
+    );
 
     // The journal survives a restart.
     svc.restart().await;

@@ -113,6 +113,25 @@ fn a_quick_run_reports_every_measurement_as_json() {
     assert_eq!(number(&report, "/coalescing/without/coalesced"), 0.0);
     number(&report, "/coalescing/events_per_call");
     number(&report, "/coalescing/fewer_calls");
+
+    for key in [
+        "/adaptive/target_limit_per_s",
+        "/adaptive/achieved_calls_per_s",
+        "/adaptive/settled_calls_per_s",
+        "/adaptive/ratio",
+        "/adaptive/rejected_429",
+        "/adaptive/rejected_share",
+    ] {
+        number(&report, key);
+    }
+    assert_eq!(
+        report.pointer("/adaptive/run/not_applied"),
+        Some(&serde_json::json!(0)),
+        "{:#}",
+        report["adaptive"]
+    );
+    // The mock never accepts more than its limit.
+    assert!(number(&report, "/adaptive/ratio") <= 1.05);
 }
 
 #[test]

@@ -32,8 +32,12 @@ fn check(files: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// provisioners/example.toml with `remove_only_owned` off, for worker files
+/// without a `[journal]`.
 fn example() -> String {
-    std::fs::read_to_string(repo_path("provisioners/example.toml")).unwrap()
+    std::fs::read_to_string(repo_path("provisioners/example.toml"))
+        .unwrap()
+        .replace("remove_only_owned = true", "remove_only_owned = false")
 }
 
 #[test]

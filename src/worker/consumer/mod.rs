@@ -310,6 +310,9 @@ async fn session(
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
     let mut running = InFlight::default();
+    // Adaptive pacing may allow more events at once at any time: waiting
+    // ones start then, not only when another finishes.
+    let mut paced = ctx.provisioner.pacing().map(|p| p.subscribe());
     let end = loop {
         // An event that has waited half the hold limit goes back rather than
         // start with too little time left to finish.
@@ -348,6 +351,7 @@ async fn session(
                 }
                 start_ready(ctx, &mut queue, &mut running);
             }
+            _ = concurrency_changed(&mut paced) => start_ready(ctx, &mut queue, &mut running),
             _ = sleep_until_some(hold_ends), if hold_ends.is_some() => {
                 if let Err(e) = in_time(&broker.lost, return_waiting(&mut queue, hold_limit)).await {
                     break SessionEnd::Lost(e.to_string());
@@ -399,6 +403,27 @@ async fn session(
     // Closing the connection closes its channel; closing both races in lapin.
     let _ = conn.close(200, "bye".into()).await;
     Ok(end)
+}
+
+/// Resolves when adaptive pacing changes the concurrency; never without it.
+async fn concurrency_changed(paced: &mut Option<watch::Receiver<usize>>) {
+    match paced {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Events this consumer applies at once now: `concurrency`, or less while
+/// adaptive pacing holds it lower.
+fn concurrency_now(ctx: &ConsumerContext) -> usize {
+    let configured = ctx.config.concurrency;
+    ctx.provisioner
+        .pacing()
+        .map_or(configured, |p| p.concurrency().min(configured))
 }
 
 /// Settles the events that have finished already, before the rest goes back.
@@ -581,7 +606,7 @@ async fn conclude(
 }
 
 fn start_ready(ctx: &ConsumerContext, queue: &mut OrderedQueue<Pending>, running: &mut InFlight) {
-    let ready = queue.start_ready(ctx.config.concurrency);
+    let ready = queue.start_ready(concurrency_now(ctx));
     for (ticket, first) in ready {
         let mut coalesced =
             ctx.coalescing

@@ -78,6 +78,9 @@ pub fn repo_path(rel: &str) -> PathBuf {
 
 /// provisioners/example.toml with `url_prefix` pointed at `url`, the queue
 /// set, and top-level keys overridden by `overrides` (TOML text).
+/// `remove_only_owned` is off unless `overrides` turns it on: the tests seed
+/// targets with accounts the worker never made and expect the original's
+/// removals (tests/it/ownership.rs tests the option).
 pub fn example_provisioner(url: &str, queue: &str, overrides: &str) -> String {
     let text = std::fs::read_to_string(repo_path("provisioners/example.toml")).unwrap();
     let (top, rest) = text.split_at(text.find("\n[rest]").unwrap());
@@ -85,6 +88,7 @@ pub fn example_provisioner(url: &str, queue: &str, overrides: &str) -> String {
     table.insert("url_prefix".into(), toml::Value::String(url.into()));
     table.insert("queue".into(), toml::Value::String(queue.into()));
     table.insert("target_group_retry_delay".into(), toml::Value::Integer(1));
+    table.insert("remove_only_owned".into(), toml::Value::Boolean(false));
     let extra: toml::Table = toml::from_str(overrides).unwrap();
     for (k, v) in extra {
         table.insert(k, v);
@@ -174,6 +178,12 @@ impl Harness {
             _conn: conn,
             _dir: dir,
         }
+    }
+
+    /// Each provisioner's live state, of the worker of [`Harness::prepare`]
+    /// (before [`Harness::start_worker`]).
+    pub fn statuses(&self) -> Vec<std::sync::Arc<provisioner::worker::ProvisionerStatus>> {
+        self.idle.as_ref().map(|w| w.statuses()).unwrap_or_default()
     }
 
     /// Starts the worker of [`Harness::prepare`].
