@@ -67,6 +67,24 @@ impl AmqpError {
     }
 }
 
+/// Whether an error reported on a connection's events means the
+/// connection is gone. lapin may report an I/O error (a node killed) while
+/// the connection's status still says connected, so the error's kind
+/// counts too; a channel-level refusal (a declaration refused, say) leaves
+/// the connection up.
+pub fn ends_connection(error: &lapin::Error, status: &lapin::ConnectionStatus) -> bool {
+    !status.connected()
+        || match error.kind() {
+            lapin::ErrorKind::IOError(_)
+            | lapin::ErrorKind::MissingHeartbeatError
+            | lapin::ErrorKind::InvalidConnectionState(_) => true,
+            lapin::ErrorKind::ProtocolError(p) => {
+                matches!(p.kind(), lapin::protocol::AMQPErrorKind::Hard(_))
+            }
+            _ => false,
+        }
+}
+
 /// How long a connection attempt may take; lapin can hang on some failures.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

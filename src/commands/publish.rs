@@ -174,7 +174,7 @@ async fn publish_session(
     let gone = async move {
         while let Some(event) = events.next().await {
             if let lapin::Event::Error(e) = event {
-                if !status.connected() {
+                if amqp::ends_connection(&e, &status) {
                     return format!("connection error: {e}");
                 }
             }

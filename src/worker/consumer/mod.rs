@@ -155,12 +155,10 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Stood) => continue,
-            Ok(SessionEnd::Lost(reason)) => {
-                node = (node + 1) % ctx.amqp.url.nodes().len().max(1);
-                reason
-            }
+            Ok(SessionEnd::Lost(reason)) => reason,
             Err(e) => e.to_string(),
         };
+        node = (node + 1) % ctx.amqp.url.nodes().len().max(1);
         ctx.status.set_consumer(
             &ctx.queue,
             ConsumerState::BrokerDown {
@@ -213,11 +211,29 @@ fn watch_connection(conn: &Connection) -> (watch::Receiver<Option<String>>, Abor
     let (gone, lost) = watch::channel(None);
     let task = tokio::spawn(
         async move {
-            while let Some(event) = events.next().await {
+            // The status is looked at on a tick as well: it turns to error
+            // before the event is sent, and a session must not depend on
+            // one event reaching it.
+            let mut tick = tokio::time::interval(STATUS_CHECK);
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = tick.tick() => {
+                        if status.connected() {
+                            continue;
+                        }
+                        let _ = gone.send(Some("the connection is no longer open".into()));
+                        return;
+                    }
+                };
+                let Some(event) = event else { break };
                 match event {
                     // Channel errors (a refused declaration, say) come here
                     // too; only a connection that is gone ends the session.
-                    lapin::Event::Error(e) if !status.connected() => {
+                    // The status may still say connected when an I/O error
+                    // comes, and no later event may follow: the error's kind
+                    // decides too.
+                    lapin::Event::Error(e) if amqp::ends_connection(&e, &status) => {
                         let _ = gone.send(Some(format!("connection error: {e}")));
                         return;
                     }
@@ -243,6 +259,9 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// How often the connection watcher looks at the connection's status.
+const STATUS_CHECK: Duration = Duration::from_secs(1);
 
 /// Resolves with the reason once the connection is gone.
 async fn lost_reason(lost: &mut watch::Receiver<Option<String>>) -> String {
@@ -279,24 +298,29 @@ async fn session(
         node = %ctx.amqp.url.shown_node(connected.node),
         "connected to the broker"
     );
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    channel
-        .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
-        .await?;
-    amqp::declare(&conn, &ctx.topology).await?;
     let mut up = ctx.health.subscribe();
     let mut paused = ctx.status.subscribe_paused();
-    let mut consumer = channel
-        .basic_consume(
-            ctx.queue.as_str().into(),
-            format!("provisioner-{}", ctx.config.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // Setting up waits on the broker too: within the same limits.
+    let setup = async {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        amqp::declare(&conn, &ctx.topology).await?;
+        let consumer = channel
+            .basic_consume(
+                ctx.queue.as_str().into(),
+                format!("provisioner-{}", ctx.config.name).as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    };
+    let (channel, mut consumer) = in_time(&lost, setup).await?;
     tracing::info!(queue = %ctx.queue, "consuming");
     ctx.status
         .set_consumer(&ctx.queue, ConsumerState::Consuming);
@@ -401,7 +425,10 @@ async fn session(
     }
     running.abort_all();
     // Closing the connection closes its channel; closing both races in lapin.
-    let _ = conn.close(200, "bye".into()).await;
+    // A connection that died is not closed: lapin may never answer that.
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "bye".into())).await;
+    }
     Ok(end)
 }
 
@@ -446,6 +473,9 @@ async fn settle_finished(
 /// died; without a limit the loop would wait forever. Long enough for a
 /// broker that is slow, not dead.
 const BROKER_ANSWER: Duration = Duration::from_secs(60);
+
+/// Longest wait for the broker to confirm a close at the end of a session.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// A broker operation within [`BROKER_ANSWER`] and while the connection
 /// lives, or the connection is lost.
