@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test against a real RabbitMQ broker on 127.0.0.1:5672 and
-# PostgreSQL on 127.0.0.1:5432 (the shared journal). Makes sure both are
-# there first: starts them if installed but stopped, installs the Debian
-# packages if missing.
+# PostgreSQL on 127.0.0.1:5432 (the shared journal), and the console's
+# browser tests in headless Chromium. Makes sure all are there first: starts
+# the services if installed but stopped, installs the Debian packages if
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,16 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
     for version in $(ls /etc/postgresql); do pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true; done
 fi
 echo "==> PostgreSQL is up"
+
+# Headless Chromium and chromedriver for the console's browser tests
+# (tests/it/console.rs), from Debian's packages.
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+    echo "==> installing the Debian packages chromium and chromium-driver"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver \
+        || echo "warning: chromium could not be installed; the console's browser tests will be skipped" >&2
+fi
 
 # The cluster tests (tests/it/cluster.rs) start a throwaway 3-node cluster
 # of their own with scripts/rabbitmq-cluster.sh (other node names, ports,

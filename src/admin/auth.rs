@@ -42,16 +42,22 @@ impl Credentials {
         self.tokens.is_empty() && self.users.is_empty()
     }
 
-    /// The role of a request's `Authorization` header, if it holds a valid
+    /// Who a request's `Authorization` header names, if it holds a valid
     /// credential.
-    async fn role_of(&self, authorization: Option<&str>) -> Option<Role> {
+    async fn caller_of(&self, authorization: Option<&str>) -> Option<Caller> {
         let value = authorization?;
         if let Some(token) = value.strip_prefix("Bearer ") {
             return self
                 .tokens
                 .iter()
-                .find(|t| constant_time_eq(t.token.expose().as_bytes(), token.trim().as_bytes()))
-                .map(|t| t.role);
+                .enumerate()
+                .find(|(_, t)| {
+                    constant_time_eq(t.token.expose().as_bytes(), token.trim().as_bytes())
+                })
+                .map(|(i, t)| Caller {
+                    role: t.role,
+                    name: format!("token #{}", i + 1),
+                });
         }
         let encoded = value.strip_prefix("Basic ")?;
         use base64::Engine;
@@ -67,8 +73,12 @@ impl Credentials {
             .chain_update(password.as_bytes())
             .finalize()
             .into();
+        let caller = Caller {
+            role: user.role,
+            name: user.name.clone(),
+        };
         if self.recently_verified(&key) {
-            return Some(user.role);
+            return Some(caller);
         }
         let hash = user.password_hash.clone();
         let password = password.to_string();
@@ -77,7 +87,7 @@ impl Credentials {
             .unwrap_or(false);
         if ok {
             self.lock().insert(key, Instant::now());
-            Some(user.role)
+            Some(caller)
         } else {
             None
         }
@@ -124,6 +134,16 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Who made a request, as the authentication middleware found: handlers
+/// read it as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// The basic user's name, `token #N` (the Nth `[[admin.tokens]]`), or
+    /// empty while the API is open.
+    pub name: String,
+}
+
 /// The role a request needs: reads `read`, changes `operate`.
 fn needed(method: &Method) -> Role {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -138,29 +158,69 @@ fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
-/// The authentication middleware.
-pub async fn require_role(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+/// Whether a browser says it sends this request from another site (the
+/// `Sec-Fetch-Site` header): a page elsewhere must never change the worker
+/// with basic credentials the browser remembers for this one. Clients other
+/// than browsers send no such header.
+fn cross_site(request: &Request) -> bool {
+    request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"))
+}
+
+/// The authentication middleware: answers 401 without a valid credential
+/// and 403 without the role the method needs, refuses changes sent from
+/// another site, and puts the [`Caller`] in the request's extensions.
+pub async fn require_role(
+    State(shared): State<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let credentials = &shared.credentials;
-    if credentials.open() || is_probe(request.uri().path()) {
+    if is_probe(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let needed = needed(request.method());
+    if needed == Role::Operate && cross_site(&request) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a change sent from another site is refused",
+        )
+        .into_response();
+    }
+    if credentials.open() {
+        request.extensions_mut().insert(Caller {
+            role: Role::Operate,
+            name: String::new(),
+        });
         return next.run(request).await;
     }
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(role) = credentials.role_of(authorization).await else {
+    let Some(caller) = credentials.caller_of(authorization).await else {
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "credentials missing or not valid: send a bearer token or basic credentials",
         )
         .into_response();
-        response.headers_mut().insert(
+        // One challenge a header: browsers then ask for a user and password
+        // (Basic), which they cannot do for a combined header they misread.
+        let headers = response.headers_mut();
+        headers.append(
             header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer, Basic realm=\"provisioner\""),
+            header::HeaderValue::from_static("Basic realm=\"provisioner\", charset=\"UTF-8\""),
+        );
+        headers.append(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"provisioner\""),
         );
         return response;
     };
-    let needed = needed(request.method());
+    let role = caller.role;
     if role < needed {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -172,6 +232,7 @@ pub async fn require_role(State(shared): State<Shared>, request: Request, next: 
         )
         .into_response();
     }
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
@@ -199,5 +260,22 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn only_requests_a_browser_marks_as_from_elsewhere_are_cross_site() {
+        let with = |site: Option<&str>| {
+            let mut r = axum::http::Request::builder().method(Method::POST);
+            if let Some(site) = site {
+                r = r.header("sec-fetch-site", site);
+            }
+            r.body(axum::body::Body::empty())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(!cross_site(&with(None)), "curl sends no such header");
+        assert!(!cross_site(&with(Some("same-origin"))));
+        assert!(!cross_site(&with(Some("none"))), "typed or bookmarked");
+        assert!(cross_site(&with(Some("cross-site"))));
+        assert!(cross_site(&with(Some("same-site"))));
     }
 }

@@ -1,7 +1,8 @@
 //! The admin HTTP API (axum): health and readiness probes, Prometheus
 //! metrics, each provisioner's state with pause, resume and cache clearing,
 //! the outcome journal, dead letters and the effective configuration, all
-//! as JSON with an OpenAPI document. Served over HTTP or HTTPS (optionally
+//! as JSON with an OpenAPI document, and the same as web pages for people
+//! (the console, [`console`]). Served over HTTP or HTTPS (optionally
 //! requiring client certificates), with bearer tokens or basic users and
 //! their roles (see [`auth`]).
 //!
@@ -25,6 +26,7 @@ use crate::worker::status::ProvisionerStatus;
 
 pub mod auth;
 mod broker;
+mod console;
 mod openapi;
 mod routes;
 
@@ -47,6 +49,7 @@ pub struct Inner {
     state: AdminState,
     credentials: auth::Credentials,
     broker: broker::BrokerView,
+    console: console::Console,
 }
 
 impl std::ops::Deref for Shared {
@@ -125,9 +128,11 @@ pub async fn serve(
     let shared = Shared(Arc::new(Inner {
         credentials: auth::Credentials::new(config),
         broker: broker::BrokerView::new(amqp),
+        console: console::Console::new(),
         state,
     }));
     let router = routes::router(shared.clone())
+        .merge(console::router())
         .route("/v1/openapi.json", axum::routing::get(openapi::serve))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),

@@ -143,7 +143,7 @@ pub struct ProvisionerView {
     consumers: BTreeMap<String, ConsumerState>,
     /// The consumed queues and the dead-letter queue, as the broker counts
     /// them; absent when the broker cannot be asked.
-    queues: Option<Vec<QueueDepth>>,
+    pub(super) queues: Option<Vec<QueueDepth>>,
     /// Why the broker could not be asked.
     queues_error: Option<String>,
     in_flight: usize,
@@ -207,7 +207,8 @@ fn state_of(p: &ProvisionerStatus) -> &'static str {
     }
 }
 
-async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerView {
+/// One provisioner's state, as `/v1/provisioners` and the console show it.
+pub(super) async fn view(s: &Shared, p: &ProvisionerStatus, detail: bool) -> ProvisionerView {
     let config = s
         .state
         .config
@@ -394,11 +395,11 @@ pub struct SubjectQuery {
     /// The attributes of the plan's synthetic `add` (the journal keeps
     /// none), as a JSON object of name → list of strings. Without them, a
     /// match value built from attributes is unknown and the plan has none.
-    attributes: Option<String>,
+    pub(super) attributes: Option<String>,
     /// The local group of the plan's `add`; the `provision_group` by default.
-    group: Option<String>,
+    pub(super) group: Option<String>,
     /// Journal events shown: 20 by default, at most 200.
-    limit: Option<u32>,
+    pub(super) limit: Option<u32>,
 }
 
 /// One subject explained: its recent events and outcomes from the
@@ -417,7 +418,18 @@ pub(super) async fn explain_subject(
     Path((name, subject)): Path<(String, String)>,
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<Explanation>, ApiError> {
-    s.status(&name)?;
+    explained(&s, &name, subject, q).await.map(Json)
+}
+
+/// One subject of provisioner `name` explained, as the route and the
+/// console's subject page show it.
+pub(super) async fn explained(
+    s: &Shared,
+    name: &str,
+    subject: String,
+    q: SubjectQuery,
+) -> Result<Explanation, ApiError> {
+    s.status(name)?;
     let config = s
         .state
         .config
@@ -440,10 +452,9 @@ pub(super) async fn explain_subject(
         group: q.group,
         limit: q.limit,
     };
-    let explanation = explain(&explainer, s.state.journal.as_ref(), &request)
+    explain(&explainer, s.state.journal.as_ref(), &request)
         .await
-        .map_err(bad_request)?;
-    Ok(Json(explanation))
+        .map_err(bad_request)
 }
 
 // -------------------------------------------------------------- events
@@ -453,23 +464,25 @@ pub(super) async fn explain_subject(
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// This provisioner only.
-    provisioner: Option<String>,
+    pub(super) provisioner: Option<String>,
     /// This subject only (case-insensitive).
-    subject: Option<String>,
+    pub(super) subject: Option<String>,
     /// This group only.
-    group: Option<String>,
+    pub(super) group: Option<String>,
     /// `applied`, `ignored`, `dead-lettered`, `returned` or `coalesced`.
-    result: Option<String>,
+    pub(super) result: Option<String>,
     /// Settled at or after (RFC 3339).
-    from: Option<String>,
+    pub(super) from: Option<String>,
     /// Settled before (RFC 3339).
-    to: Option<String>,
+    pub(super) to: Option<String>,
     /// This event only.
-    event_id: Option<String>,
+    pub(super) event_id: Option<String>,
+    /// The journal row with this id only (the `id` of an event).
+    pub(super) id: Option<i64>,
     /// From the `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(super) cursor: Option<String>,
     /// Rows per page: 100 by default, at most 1,000.
-    limit: Option<u32>,
+    pub(super) limit: Option<u32>,
 }
 
 /// One target call an event made.
@@ -491,7 +504,7 @@ pub struct EventView {
     id: i64,
     /// When it was settled (RFC 3339).
     at: String,
-    provisioner: String,
+    pub(super) provisioner: String,
     event_id: String,
     action: Option<String>,
     group: Option<String>,
@@ -544,9 +557,9 @@ impl From<StoredEntry> for EventView {
 /// A page of outcomes, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsPage {
-    events: Vec<EventView>,
+    pub(super) events: Vec<EventView>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -570,6 +583,11 @@ pub(super) async fn events(
     State(s): State<Shared>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
+    events_page(&s, q).await.map(Json)
+}
+
+/// A page of the journal: what `/v1/events` answers and the console shows.
+pub(super) async fn events_page(s: &Shared, q: EventsQuery) -> Result<EventsPage, ApiError> {
     let Some(journal) = &s.state.journal else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -593,6 +611,7 @@ pub(super) async fn events(
         from_ms: time_param("from", q.from.as_deref())?,
         to_ms: time_param("to", q.to.as_deref())?,
         event_id: q.event_id,
+        id: q.id,
     };
     let page = journal
         .query(
@@ -609,10 +628,10 @@ pub(super) async fn events(
             }
             other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         })?;
-    Ok(Json(EventsPage {
+    Ok(EventsPage {
         events: page.entries.into_iter().map(EventView::from).collect(),
         next_cursor: page.next_cursor,
-    }))
+    })
 }
 
 // --------------------------------------------------------- dead letters
@@ -631,7 +650,7 @@ pub struct DeadLettersView {
     provisioner: String,
     queue: String,
     #[schema(value_type = Vec<Object>)]
-    letters: Vec<ParkedEvent>,
+    pub(super) letters: Vec<ParkedEvent>,
 }
 
 fn topology_of(s: &Shared, name: &str) -> Result<Topology, ApiError> {
@@ -657,19 +676,25 @@ pub(super) async fn dead_letters(
     Path(name): Path<String>,
     Query(q): Query<DeadLettersQuery>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
-    let topology = topology_of(&s, &name)?;
-    let letters = list_parked(
-        s.broker.amqp(),
-        &topology.dead_letter,
-        q.limit.unwrap_or(100),
-    )
-    .await
-    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(DeadLettersView {
+    parked(&s, name, q.limit.unwrap_or(100)).await.map(Json)
+}
+
+/// Up to `limit` of a provisioner's parked events: what
+/// `/v1/dead-letters/{name}` answers and the console shows.
+pub(super) async fn parked(
+    s: &Shared,
+    name: String,
+    limit: usize,
+) -> Result<DeadLettersView, ApiError> {
+    let topology = topology_of(s, &name)?;
+    let letters = list_parked(s.broker.amqp(), &topology.dead_letter, limit)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(DeadLettersView {
         provisioner: name,
         queue: topology.dead_letter,
         letters,
-    }))
+    })
 }
 
 /// Which letters to requeue.
@@ -677,17 +702,17 @@ pub(super) async fn dead_letters(
 #[serde(default, deny_unknown_fields)]
 pub struct RequeueRequest {
     /// Only the letter with this event id; all when absent.
-    event_id: Option<String>,
+    pub(super) event_id: Option<String>,
     /// At most this many.
-    limit: Option<usize>,
+    pub(super) limit: Option<usize>,
     /// Apply them past the mass-deprovision guard, once.
-    allow_removals: bool,
+    pub(super) allow_removals: bool,
 }
 
 /// How many letters went back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Requeued {
-    requeued: usize,
+    pub(super) requeued: usize,
 }
 
 /// Sends parked events back to where the provisioner consumes them; each is
@@ -704,8 +729,18 @@ pub(super) async fn requeue(
     Path(name): Path<String>,
     body: Option<Json<RequeueRequest>>,
 ) -> Result<Json<Requeued>, ApiError> {
-    let topology = topology_of(&s, &name)?;
     let request = body.map(|Json(b)| b).unwrap_or_default();
+    requeue_letters(&s, &name, request).await.map(Json)
+}
+
+/// Sends a provisioner's parked events back: what
+/// `/v1/dead-letters/{name}/requeue` and the console's requeue do.
+pub(super) async fn requeue_letters(
+    s: &Shared,
+    name: &str,
+    request: RequeueRequest,
+) -> Result<Requeued, ApiError> {
+    let topology = topology_of(s, name)?;
     let options = RequeueOptions {
         limit: request.limit,
         event_id: request.event_id,
@@ -717,7 +752,7 @@ pub(super) async fn requeue(
     let requeued = requeue_parked(s.broker.amqp(), &topology, &options)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(Requeued { requeued }))
+    Ok(Requeued { requeued })
 }
 
 // --------------------------------------------------------------- config

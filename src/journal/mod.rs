@@ -287,6 +287,8 @@ pub struct Filter {
     pub to_ms: Option<i64>,
     /// This event only.
     pub event_id: Option<String>,
+    /// The row with this id only.
+    pub id: Option<i64>,
 }
 
 /// Which page to return.

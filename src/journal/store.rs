@@ -425,6 +425,9 @@ impl Db {
         if let Some(v) = &filter.event_id {
             add("event_id =", Value::Text(v.clone()));
         }
+        if let Some(v) = filter.id {
+            add("id =", Value::Int(v));
+        }
         if let Some(v) = before {
             add("id <", Value::Int(v));
         }

@@ -264,6 +264,7 @@ async fn filters_scenario(settings: JournalSettings) {
             from_ms: Some(at(0)),
             to_ms: Some(at(40)),
             event_id: text("ev-8"),
+            id: None,
         },
         Filter {
             provisioner: text("nobody"),
@@ -295,6 +296,20 @@ async fn filters_scenario(settings: JournalSettings) {
         .collect();
     assert_eq!(event.into_iter().map(|s| s.entry).collect::<Vec<_>>(), want);
     assert!(journal.get("ev-nothing").await.unwrap().is_empty());
+
+    // One row by its id, and no other.
+    let one = all_pages(
+        &journal,
+        &Filter {
+            id: Some(all[5].id),
+            ..Filter::default()
+        },
+        3,
+    )
+    .await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].id, all[5].id);
+    assert_eq!(one[0].entry, all[5].entry);
 
     journal.close(deadline(30)).await.unwrap();
 }

@@ -15,7 +15,7 @@ use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
 /// A free port on loopback (the admin API binds it right after).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,15 +24,15 @@ fn free_port() -> u16 {
 }
 
 /// The whole service on a fresh queue: worker file, provisioner file,
-/// journal and admin API, running in this process (`explain.rs` uses it too).
+/// journal and admin API, running in this process (`explain.rs` and `console.rs` use it too).
 pub(crate) struct Service {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) mock: MockTarget,
-    queue: String,
+    pub(crate) queue: String,
     pub(crate) base: String,
-    worker_toml: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    pub(crate) worker_toml: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), ServiceError>>,
 }
 
 impl Service {
@@ -43,7 +43,7 @@ impl Service {
     }
 
     /// [`Service::start`], polling readiness with `probe` (an HTTPS client).
-    async fn start_probed(
+    pub(crate) async fn start_probed(
         admin: &str,
         journal: &str,
         provisioner_overrides: &str,
@@ -103,7 +103,7 @@ impl Service {
         }
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
         tokio::time::timeout(DEADLINE, task)

@@ -12,6 +12,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod coalesce;
+mod console;
 mod dead_letters;
 mod delivery;
 mod docs;
