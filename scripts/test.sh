@@ -79,5 +79,10 @@ if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null
         || echo "warning: chromium could not be installed; the console's browser tests will be skipped" >&2
 fi
 
+# The cluster tests (tests/it/cluster.rs) start a throwaway 3-node cluster
+# of their own with scripts/rabbitmq-cluster.sh (other node names, ports,
+# data and cookie than the broker above); it is stopped when the tests end.
+trap 'scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

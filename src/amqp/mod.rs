@@ -19,6 +19,8 @@ pub mod dead_letters;
 /// Why talking to the broker failed. Messages never contain the URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
+    #[error("no node of the broker cluster answered: {0}")]
+    NoNode(String),
     #[error("cannot connect to the broker at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("no answer from the broker at {url} within {secs} s")]
@@ -35,8 +37,52 @@ pub enum AmqpError {
     ChannelGone,
     #[error("the broker did not answer within {0} s; taking the connection for lost")]
     NoAnswer(u64),
+    #[error("the connection to the broker is gone ({0})")]
+    ConnectionLost(String),
     #[error("`partitions` needs the consistent-hash exchange plugin: run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on the broker")]
     Plugin,
+}
+
+impl AmqpError {
+    /// Whether the broker (or the way to it) went away, so that trying
+    /// again, on another node perhaps, may succeed; a refusal (nack,
+    /// unroutable, missing plugin) would only be refused again.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            AmqpError::NoNode(_)
+            | AmqpError::Connect { .. }
+            | AmqpError::ConnectTimeout { .. }
+            | AmqpError::ChannelGone
+            | AmqpError::NoAnswer(_)
+            | AmqpError::ConnectionLost(_) => true,
+            // A channel-level refusal (not found, precondition failed,
+            // access refused) would come again; anything else ends the connection.
+            AmqpError::Broker(e) => !matches!(
+                e.kind(),
+                lapin::ErrorKind::ProtocolError(p)
+                    if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(_))
+            ),
+            AmqpError::Nacked(_) | AmqpError::Unroutable(_) | AmqpError::Plugin => false,
+        }
+    }
+}
+
+/// Whether an error reported on a connection's events means the
+/// connection is gone. lapin may report an I/O error (a node killed) while
+/// the connection's status still says connected, so the error's kind
+/// counts too; a channel-level refusal (a declaration refused, say) leaves
+/// the connection up.
+pub fn ends_connection(error: &lapin::Error, status: &lapin::ConnectionStatus) -> bool {
+    !status.connected()
+        || match error.kind() {
+            lapin::ErrorKind::IOError(_)
+            | lapin::ErrorKind::MissingHeartbeatError
+            | lapin::ErrorKind::InvalidConnectionState(_) => true,
+            lapin::ErrorKind::ProtocolError(p) => {
+                matches!(p.kind(), lapin::protocol::AMQPErrorKind::Hard(_))
+            }
+            _ => false,
+        }
 }
 
 /// How long a connection attempt may take; lapin can hang on some failures.
@@ -44,10 +90,62 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use crate::redact::redact_url;
 
-/// Opens a connection; `name` shows in the broker's connection list.
+/// Opens a connection to the first node of `[amqp] url` that answers;
+/// `name` shows in the broker's connection list.
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, AmqpError> {
-    let url = config.url.expose();
-    let shown = redact_url(url);
+    connect_from(config, name, 0).await.map(|c| c.connection)
+}
+
+/// A connection, and which node of `[amqp] url` it reached.
+pub struct Connected {
+    pub connection: Connection,
+    /// The node's index in `[amqp] url`.
+    pub node: usize,
+}
+
+/// Tries the nodes of `[amqp] url` in turn, starting with node `first`
+/// (wrapping around), each within [`CONNECT_TIMEOUT`]; the first that
+/// answers wins. After losing a node, a caller starts with the next one, so
+/// a node that is gone is tried last rather than waited on first. With one
+/// node its own error comes back; with several, every node's.
+pub async fn connect_from(
+    config: &AmqpConfig,
+    name: &str,
+    first: usize,
+) -> Result<Connected, AmqpError> {
+    let nodes = config.url.nodes().len();
+    if nodes == 0 {
+        return Err(AmqpError::Connect {
+            url: "(none)".into(),
+            reason: "no broker URL is configured".into(),
+        });
+    }
+    let mut failures = Vec::new();
+    for node in (0..nodes).map(|i| (first + i) % nodes) {
+        match connect_node(config, node, name).await {
+            Ok(connection) => return Ok(Connected { connection, node }),
+            Err(e) if nodes == 1 => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "broker node unavailable; trying the next");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    Err(AmqpError::NoNode(failures.join("; ")))
+}
+
+async fn connect_node(
+    config: &AmqpConfig,
+    node: usize,
+    name: &str,
+) -> Result<Connection, AmqpError> {
+    let Some(url) = config.url.nodes().get(node).map(|u| u.expose()) else {
+        return Err(AmqpError::Connect {
+            url: "(none)".into(),
+            reason: format!("no broker node {node}"),
+        });
+    };
+    let shown = config.url.shown_node(node);
     let props =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_string()));
     let attempt = async {

@@ -53,7 +53,7 @@ pub async fn run_all(options: &BenchOptions) -> Result<Report, BenchError> {
         .map_err(|e| BenchError::Target(format!("cannot start the mock target: {e}")))?;
     let mut ctx = Ctx {
         options,
-        amqp_url: options.amqp.url.expose().to_string(),
+        amqp_url: options.amqp.url.expose_list(),
         broker,
         mock,
         mock_url: server.url(),
@@ -263,7 +263,7 @@ fn machine(o: &BenchOptions) -> Machine {
     Machine {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        broker: crate::redact::redact_url(o.amqp.url.expose()),
+        broker: o.amqp.url.shown(),
         release_build: !cfg!(debug_assertions),
         load_at_start: load_average(),
         load_at_end: None,

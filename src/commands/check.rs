@@ -25,7 +25,7 @@ pub fn summary(config: &Config) -> String {
     s.push_str(&format!("configuration OK: {file}\n"));
     s.push_str(&format!(
         "broker: {} (prefetch {})\n",
-        crate::amqp::redact_url(config.amqp.url.expose()),
+        config.amqp.url.shown(),
         config.amqp.prefetch
     ));
     for p in &config.provisioners {

@@ -102,7 +102,7 @@ pub async fn demo() -> ExitResult {
     println!("        and olduser@example.edu (a member of Admins).\n");
 
     let events = sample_events();
-    let broker = crate::amqp::redact_url(cfg.amqp.url.expose());
+    let broker = cfg.amqp.url.shown();
     match amqp::connect(&cfg.amqp, "provisioner:demo").await {
         Ok(conn) => {
             let _ = conn.close(200, "probe".into()).await;

@@ -92,7 +92,7 @@ pub async fn run(config_path: &Path) -> ExitResult {
     init_logging(&config.log.level, config.log.format);
     tracing::info!(
         provisioners = config.provisioners.len(),
-        broker = %crate::amqp::redact_url(config.amqp.url.expose()),
+        broker = %config.amqp.url.shown(),
         "starting"
     );
     let shutdown = shutdown_on_signals();

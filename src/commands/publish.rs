@@ -1,7 +1,9 @@
 //! `provisioner publish`: JSON lines to a queue, persistent, confirmed.
 
 use std::path::Path;
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use lapin::BasicProperties;
 
 use super::{ExitResult, EXIT_BROKER};
@@ -94,28 +96,117 @@ pub enum PublishTarget<'a> {
 }
 
 /// Publishes each line as one message; the topology is declared first, so
-/// nothing published before the worker first starts is lost.
+/// nothing published before the worker first starts is lost. Should the
+/// broker node go away, or refuse a line (nack), it reconnects (to the next
+/// node of `[amqp] url` first) with the worker's backoff and goes on from
+/// the first line not confirmed: a line may be published twice, never lost. It gives up after
+/// [`RECONNECT_ATTEMPTS`] failed reconnections in a row.
 pub async fn publish_lines(
     config: &AmqpConfig,
     topology: &amqp::Topology,
     lines: &[&str],
 ) -> Result<usize, amqp::AmqpError> {
-    let conn = amqp::connect(config, "provisioner:publish").await?;
-    let channel = amqp::confirm_channel(&conn).await?;
-    amqp::declare(&conn, topology).await?;
+    let first_backoff = Duration::from_millis(200);
+    let mut backoff = first_backoff;
+    let mut failures = 0;
+    let mut node = 0;
+    let mut next = 0;
     let mut progress = super::progress::Progress::new("publishing", lines.len() as u64);
-    for line in lines {
-        let mut props = BasicProperties::default().with_content_type("application/json".into());
-        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
-        {
-            if let Some(serde_json::Value::String(id)) = obj.get("id") {
-                props = props.with_message_id(id.as_str().into());
+    loop {
+        let before = next;
+        match publish_session(config, topology, lines, &mut node, &mut next, &mut progress).await {
+            Ok(()) => break,
+            // A nack is the broker's word that it could not take the
+            // message now: a quorum queue between leaders says so while
+            // the cluster elects a new one after losing a node.
+            Err(e) if !(e.is_connection_loss() || matches!(e, amqp::AmqpError::Nacked(_))) => {
+                return Err(e)
+            }
+            Err(e) => {
+                if next > before {
+                    failures = 0;
+                    backoff = first_backoff;
+                }
+                failures += 1;
+                if failures > RECONNECT_ATTEMPTS {
+                    return Err(e);
+                }
+                eprintln!(
+                    "publishing stopped after {next} of {} events ({e}); reconnecting in {} ms",
+                    lines.len(),
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.reconnect_max);
+                node += 1;
             }
         }
-        amqp::publish_event(&channel, topology, line.as_bytes(), props).await?;
-        progress.inc();
     }
     progress.finish();
-    let _ = conn.close(200, "done".into()).await;
     Ok(lines.len())
+}
+
+/// Reconnections in a row `publish` tries before it gives up: with the
+/// default `reconnect_max_s`, about a minute.
+pub const RECONNECT_ATTEMPTS: u32 = 8;
+
+/// Longest wait for one confirm: lapin may not fail a confirm pending on a
+/// connection that died.
+const CONFIRM_WAIT: Duration = Duration::from_secs(60);
+
+/// One connection: publishes `lines[*next..]`, moving `next` past each line
+/// the broker confirmed.
+async fn publish_session(
+    config: &AmqpConfig,
+    topology: &amqp::Topology,
+    lines: &[&str],
+    node: &mut usize,
+    next: &mut usize,
+    progress: &mut super::progress::Progress,
+) -> Result<(), amqp::AmqpError> {
+    let connected = amqp::connect_from(config, "provisioner:publish", *node).await?;
+    *node = connected.node;
+    let conn = connected.connection;
+    // lapin may leave a confirm pending on a connection that died: its
+    // events say so at once.
+    let mut events = conn.events_listener();
+    let status = conn.status().clone();
+    let gone = async move {
+        while let Some(event) = events.next().await {
+            if let lapin::Event::Error(e) = event {
+                if amqp::ends_connection(&e, &status) {
+                    return format!("connection error: {e}");
+                }
+            }
+        }
+        "the connection's events ended".to_string()
+    };
+    let published = async {
+        let channel = amqp::confirm_channel(&conn).await?;
+        amqp::declare(&conn, topology).await?;
+        while let Some(line) = lines.get(*next) {
+            let mut props = BasicProperties::default().with_content_type("application/json".into());
+            if let Ok(serde_json::Value::Object(obj)) =
+                serde_json::from_str::<serde_json::Value>(line)
+            {
+                if let Some(serde_json::Value::String(id)) = obj.get("id") {
+                    props = props.with_message_id(id.as_str().into());
+                }
+            }
+            let sent = amqp::publish_event(&channel, topology, line.as_bytes(), props);
+            match tokio::time::timeout(CONFIRM_WAIT, sent).await {
+                Ok(result) => result?,
+                Err(_) => return Err(amqp::AmqpError::NoAnswer(CONFIRM_WAIT.as_secs())),
+            }
+            *next += 1;
+            progress.inc();
+        }
+        Ok(())
+    };
+    let published = tokio::select! {
+        published = published => published,
+        reason = gone => Err(amqp::AmqpError::ConnectionLost(reason)),
+    };
+    let _ = conn.close(200, "done".into()).await;
+    published
 }

@@ -75,7 +75,7 @@ pub fn redacted(c: &Config) -> Value {
         "worker_file": c.worker_file,
         "shutdown_grace_s": c.shutdown_grace.as_secs(),
         "amqp": {
-            "url": crate::redact::redact_url(c.amqp.url.expose()),
+            "url": c.amqp.url.shown(),
             "prefetch": c.amqp.prefetch,
             "reconnect_max_s": c.amqp.reconnect_max.as_secs(),
             "queue_type": format!("{:?}", c.amqp.queue_type),

@@ -62,9 +62,12 @@ pub enum PathOrList {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpFile {
-    /// Broker URL, `amqp://` or `amqps://`; the `AMQP_URL` environment variable overrides it.
+    /// Broker URL, `amqp://` or `amqps://`; for a cluster, the URL of each
+    /// node, as a list or comma-separated (a comma in a password is written
+    /// `%2C`), tried in order. The `AMQP_URL` environment variable (also
+    /// comma-separated) overrides it.
     #[serde(default = "default_amqp_url")]
-    pub url: String,
+    pub url: StringOrList,
     /// Unacknowledged deliveries the broker may hand each provisioner at once.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
@@ -111,8 +114,8 @@ impl Default for AmqpFile {
     }
 }
 
-fn default_amqp_url() -> String {
-    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+fn default_amqp_url() -> StringOrList {
+    StringOrList::One("amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 fn default_prefetch() -> u16 {
     64
@@ -330,7 +333,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum StringOrList {
-    /// One value (for `unmanaged_logins`, whitespace-separated values).
+    /// One value (for `unmanaged_logins`, whitespace-separated values; for
+    /// `[amqp] url`, comma-separated).
     One(String),
     /// Each value on its own.
     Many(Vec<String>),

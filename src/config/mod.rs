@@ -34,9 +34,9 @@ mod validate;
 
 pub use problems::{ConfigError, ConfigErrors, Problems};
 pub use runtime::{
-    AmqpConfig, Config, FullSyncUpdates, GroupSyncStrategy, KindConfig, LogConfig, LogFormat,
-    OnBehalfOf, PacingPolicy, ProvisionStrategy, ProvisionerConfig, QueueType, RetryPolicy,
-    TlsConfig,
+    AmqpConfig, BrokerUrls, Config, FullSyncUpdates, GroupSyncStrategy, KindConfig, LogConfig,
+    LogFormat, OnBehalfOf, PacingPolicy, ProvisionStrategy, ProvisionerConfig, QueueType,
+    RetryPolicy, TlsConfig,
 };
 pub use secret::{Secret, SecretSource};
 

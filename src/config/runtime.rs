@@ -30,7 +30,7 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
-    pub url: Secret,
+    pub url: BrokerUrls,
     pub prefetch: u16,
     pub reconnect_max: Duration,
     pub tls: Option<TlsConfig>,
@@ -47,6 +47,68 @@ impl AmqpConfig {
     pub fn hold_limit(&self) -> Duration {
         self.ack_timeout.mul_f64(0.9)
     }
+}
+
+/// `[amqp] url`: the broker's URL, or the URL of each node of one cluster,
+/// in the order they are tried. Each is a secret (it holds a password);
+/// [`BrokerUrls::shown`] masks the passwords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrls(Vec<Secret>);
+
+impl BrokerUrls {
+    pub fn new(urls: Vec<Secret>) -> BrokerUrls {
+        BrokerUrls(urls)
+    }
+
+    /// The URLs of a comma-separated list, as `AMQP_URL` takes them; blank
+    /// entries are dropped. One URL is a list of one.
+    pub fn split(list: &str) -> BrokerUrls {
+        BrokerUrls(
+            split_list(list)
+                .into_iter()
+                .map(|u| Secret::new(u.to_string()))
+                .collect(),
+        )
+    }
+
+    /// The nodes' URLs, in the order they are tried.
+    pub fn nodes(&self) -> &[Secret] {
+        &self.0
+    }
+
+    /// Node `index`'s URL with its password masked, for logs and errors.
+    pub fn shown_node(&self, index: usize) -> String {
+        self.0
+            .get(index)
+            .map(|u| crate::redact::redact_url(u.expose()))
+            .unwrap_or_default()
+    }
+
+    /// Every URL with its password masked, comma-separated.
+    pub fn shown(&self) -> String {
+        (0..self.0.len())
+            .map(|i| self.shown_node(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The list as `AMQP_URL` takes it, passwords included: only for handing
+    /// the broker to a child process.
+    pub fn expose_list(&self) -> String {
+        self.0
+            .iter()
+            .map(Secret::expose)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The entries of a comma-separated list, trimmed, blank ones dropped.
+pub(super) fn split_list(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 /// `[amqp] queue_type`

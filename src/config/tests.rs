@@ -275,6 +275,73 @@ fn amqp_tls_with_a_plain_amqp_url_is_an_error() {
     assert!(amqp_errors("[amqp]\nurl = \"amqp://u:p@mq/%2f\"\n", None).is_empty());
 }
 
+/// The broker URLs `[amqp]` resolves to, shown (passwords masked).
+fn broker_urls_of(text: &str, env_url: Option<&str>) -> (String, Vec<ConfigError>) {
+    let file: WorkerFile = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut errors = Vec::new();
+    let mut p = Problems::new(Path::new("/etc/p/worker.toml"), &mut errors);
+    let config = amqp_config(file.amqp, env_url.map(str::to_string), &mut p);
+    (config.url.shown(), errors)
+}
+
+#[test]
+fn the_nodes_of_a_cluster_are_a_list_or_comma_separated_in_order() {
+    let want = "amqp://u:***@mq1:5672/%2f,amqp://u:***@mq2:5672/%2f,amqp://u:***@mq3:5672/%2f";
+    let list = "[amqp]\nurl = [\"amqp://u:p@mq1:5672/%2f\", \"amqp://u:p@mq2:5672/%2f\", \"amqp://u:p@mq3:5672/%2f\"]\n";
+    assert_eq!(broker_urls_of(list, None), (want.to_string(), vec![]));
+    let commas =
+        "[amqp]\nurl = \"amqp://u:p@mq1:5672/%2f, amqp://u:p@mq2:5672/%2f,amqp://u:p@mq3:5672/%2f,\"\n";
+    assert_eq!(broker_urls_of(commas, None), (want.to_string(), vec![]));
+    // AMQP_URL wins, comma-separated the same way.
+    let (shown, errors) = broker_urls_of(
+        list,
+        Some("amqp://u:p@mq7:5672/%2f,amqp://u:p@mq8:5672/%2f"),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(shown, "amqp://u:***@mq7:5672/%2f,amqp://u:***@mq8:5672/%2f");
+    // A comma in a password is written %2C and stays in its URL.
+    let (shown, errors) = broker_urls_of("[amqp]\nurl = \"amqp://u:a%2Cb@mq1/%2f\"\n", None);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(shown, "amqp://u:***@mq1/%2f");
+}
+
+#[test]
+fn each_bad_broker_url_is_named_by_its_entry_without_its_password() {
+    let text = "[amqp]\nurl = [\"amqp://u:pw-Hq81@mq1/%2f\", \"http://u:pw-Hq81@mq2/\", \"amqp://u:pw-Hq81@mq3:99999/%2f\", \"amqp://u:pw-Hq81@mq4/%2f\"]\n";
+    let (_, e) = broker_urls_of(text, None);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e.iter().all(|e| e.key == "amqp.url"), "{e:?}");
+    assert!(e[0].problem.contains("entry 2 of 4"), "{}", e[0]);
+    assert!(e[0].problem.contains("amqp:// or amqps://"), "{}", e[0]);
+    assert!(e[1].problem.contains("entry 3 of 4"), "{}", e[1]);
+    assert!(e[1].problem.contains("not a URL"), "{}", e[1]);
+    for e in &e {
+        assert!(!e.to_string().contains("pw-Hq81"), "{e}");
+    }
+
+    // One scheme for all: [amqp.tls] applies to every node.
+    let (_, e) = broker_urls_of(
+        "[amqp]\nurl = \"amqps://u:pw-Hq81@mq1/%2f,amqp://u:pw-Hq81@mq2/%2f\"\n",
+        None,
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].problem.contains("entry 2 of 2"), "{}", e[0]);
+    assert!(e[0].problem.contains("entry 1 of 2"), "{}", e[0]);
+    assert!(e[0].fix.contains("one scheme"), "{}", e[0]);
+    assert!(!e[0].to_string().contains("pw-Hq81"), "{}", e[0]);
+
+    // From AMQP_URL, the key says so.
+    let (_, e) = broker_urls_of("", Some("amqp://u:pw-Hq81@mq1/%2f,nonsense"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "AMQP_URL");
+    assert!(e[0].problem.contains("entry 2 of 2"), "{}", e[0]);
+
+    // Nothing at all.
+    let (_, e) = broker_urls_of("[amqp]\nurl = \" , \"\n", None);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].problem.contains("no broker URL"), "{}", e[0]);
+}
+
 /// `remove_only_owned` needs the journal's store: without `[journal]` the
 /// worker file is refused, naming the provisioner file, the key, the worker
 /// file and the fix; with it, or with the option off, it loads.

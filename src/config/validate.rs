@@ -13,9 +13,11 @@ use super::file::{
 };
 use super::problems::{ConfigError, Problems};
 use super::runtime::{
-    AmqpConfig, KindConfig, OnBehalfOf, PacingPolicy, ProvisionerConfig, RetryPolicy, TlsConfig,
+    split_list, AmqpConfig, BrokerUrls, KindConfig, OnBehalfOf, PacingPolicy, ProvisionerConfig,
+    RetryPolicy, TlsConfig,
 };
 use super::secret::Secret;
+use crate::redact::redact_url;
 use crate::target::rest::config::RestFile;
 use crate::target::scim::config::ScimFile;
 
@@ -35,19 +37,14 @@ pub(super) fn amqp_config(
     env_url: Option<String>,
     p: &mut Problems<'_>,
 ) -> AmqpConfig {
-    let url_source = if env_url.is_some() {
-        "AMQP_URL"
-    } else {
-        "amqp.url"
+    let (url_source, written): (&str, Vec<String>) = match env_url {
+        Some(list) => ("AMQP_URL", owned(split_list(&list))),
+        None => match file.url {
+            StringOrList::One(list) => ("amqp.url", owned(split_list(&list))),
+            StringOrList::Many(urls) => ("amqp.url", urls),
+        },
     };
-    let url = env_url.unwrap_or(file.url);
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        p.add(
-            "amqp.url",
-            "the broker URL must start with amqp:// or amqps://",
-            "write e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
-        );
-    }
+    let scheme = broker_urls(url_source, &written, p);
     p.at_least("amqp.prefetch", file.prefetch, 1, "64");
     p.at_least("amqp.reconnect_max_s", file.reconnect_max_s, 1, "30");
     p.at_least("amqp.max_event_bytes", file.max_event_bytes, 1, "33554432");
@@ -63,7 +60,7 @@ pub(super) fn amqp_config(
     let tls = file.tls.map(|t| tls(t, "amqp.tls", &base, p));
     // An operator who wrote the table expects TLS; connecting in the clear
     // while it sits there unused would hide that the broker link is not encrypted.
-    if tls.is_some() && url.starts_with("amqp://") {
+    if tls.is_some() && scheme == Some("amqp") {
         p.add(
             "amqp.tls",
             format!("the broker URL ({url_source}) is amqp://, which never uses TLS, so this table would be ignored"),
@@ -71,7 +68,7 @@ pub(super) fn amqp_config(
         );
     }
     AmqpConfig {
-        url: Secret::new(url),
+        url: BrokerUrls::new(written.into_iter().map(Secret::new).collect()),
         prefetch: file.prefetch,
         reconnect_max: Duration::from_secs(file.reconnect_max_s),
         queue_type: file.queue_type,
@@ -80,6 +77,86 @@ pub(super) fn amqp_config(
         max_event_bytes: file.max_event_bytes,
         tls,
     }
+}
+
+fn owned(list: Vec<&str>) -> Vec<String> {
+    list.into_iter().map(str::to_string).collect()
+}
+
+/// Checks the broker URLs (`key` is where they come from: `amqp.url` or
+/// `AMQP_URL`): at least one; each an `amqp://` or `amqps://` URL with a
+/// host; one scheme for all, since `[amqp.tls]` applies to every node.
+/// Returns that scheme. Problems name the entry and show it without its
+/// password.
+fn broker_urls(key: &str, urls: &[String], p: &mut Problems<'_>) -> Option<&'static str> {
+    let example = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    if urls.is_empty() {
+        p.add(
+            key,
+            "no broker URL is given",
+            format!("write e.g. {example}; for a cluster, one URL per node, comma-separated"),
+        );
+        return None;
+    }
+    let entry = |i: usize| {
+        if urls.len() == 1 {
+            format!("the URL `{}`", redact_url(&urls[i]))
+        } else {
+            format!(
+                "entry {} of {} (`{}`)",
+                i + 1,
+                urls.len(),
+                redact_url(&urls[i])
+            )
+        }
+    };
+    let mut schemes: Vec<(usize, &'static str)> = Vec::new();
+    for (i, written) in urls.iter().enumerate() {
+        match url::Url::parse(written) {
+            Err(e) => p.add(
+                key,
+                format!("{} is not a URL: {e}", entry(i)),
+                format!("write e.g. {example} (a comma in a password is written %2C)"),
+            ),
+            Ok(u) => {
+                let scheme = match u.scheme() {
+                    "amqp" => "amqp",
+                    "amqps" => "amqps",
+                    _ => {
+                        p.add(
+                            key,
+                            format!("{} must start with amqp:// or amqps://", entry(i)),
+                            format!("write e.g. {example}"),
+                        );
+                        continue;
+                    }
+                };
+                if u.host_str().is_none_or(str::is_empty) {
+                    p.add(
+                        key,
+                        format!("{} names no host", entry(i)),
+                        format!("write e.g. {example}"),
+                    );
+                }
+                schemes.push((i, scheme));
+            }
+        }
+    }
+    let first = schemes.first().map(|(_, s)| *s)?;
+    for (i, scheme) in &schemes {
+        if *scheme != first {
+            p.add(
+                key,
+                format!(
+                    "{} is {scheme}:// while {} is {first}://",
+                    entry(*i),
+                    entry(schemes[0].0)
+                ),
+                "use one scheme for every node of the cluster: [amqp.tls] applies to all of them",
+            );
+        }
+    }
+    Some(first)
 }
 
 /// A retry budget must end before the worker's hold limit: an event that

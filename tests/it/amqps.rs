@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeleteOptions;
 use lapin::BasicProperties;
 use provisioner::amqp::{AmqpError, CONNECT_TIMEOUT};
-use provisioner::config::{self, AmqpConfig, Secret, TlsConfig};
+use provisioner::config::{self, AmqpConfig, BrokerUrls, TlsConfig};
 use provisioner::worker::Verdict;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -255,7 +255,7 @@ impl Proxy {
 
 fn amqps(url: String, tls: TlsConfig) -> AmqpConfig {
     AmqpConfig {
-        url: Secret::new(url),
+        url: BrokerUrls::split(&url),
         tls: Some(tls),
         ..amqp_config()
     }
@@ -268,10 +268,7 @@ async fn connect_fails(cfg: &AmqpConfig) -> String {
     let e = match provisioner::amqp::connect(cfg, "provisioner:test-amqps").await {
         Ok(conn) => {
             let _ = conn.close(200, "unexpected".into()).await;
-            panic!(
-                "connected to {}",
-                provisioner::amqp::redact_url(cfg.url.expose())
-            )
+            panic!("connected to {}", cfg.url.shown())
         }
         Err(e) => e,
     };

@@ -50,7 +50,7 @@ fn versioned(subject: &str, version: u32) -> Value {
 /// `subjects` subjects with `versions` events each, in order per subject
 /// but otherwise shuffled (deterministically), so that one subject's events
 /// are sometimes adjacent and sometimes far apart.
-fn sequences(prefix: &str, subjects: usize, versions: u32) -> (Vec<String>, Vec<Value>) {
+pub(crate) fn sequences(prefix: &str, subjects: usize, versions: u32) -> (Vec<String>, Vec<Value>) {
     let names: Vec<String> = (0..subjects).map(|i| format!("{prefix}{i:04}")).collect();
     let mut rng = XorShift(0x2545_F491_4F6C_DD1D ^ subjects as u64);
     let mut next = vec![1u32; subjects];
@@ -74,7 +74,7 @@ fn version_of(given_name: &str) -> Option<u32> {
 
 /// Events applied so far according to the target's state: a subject at "vK"
 /// has had its first K events applied.
-fn progress(mock: &MockTarget) -> u32 {
+pub(crate) fn progress(mock: &MockTarget) -> u32 {
     mock.users()
         .iter()
         .filter_map(|u| version_of(&u.first_name))
@@ -118,7 +118,7 @@ fn accepted_versions(mock: &MockTarget) -> BTreeMap<String, Vec<u32>> {
 /// Waits until each of `subjects` is at version `last`; at the deadline,
 /// fails naming the subjects still behind and what the target accepted for
 /// them, followed by `context` (e.g. a worker's log).
-async fn wait_all_at(
+pub(crate) async fn wait_all_at(
     mock: &MockTarget,
     subjects: &[String],
     last: u32,
@@ -155,7 +155,7 @@ async fn wait_all_at(
 /// subject's accepted versions (consecutive repeats aside) rise to `last`,
 /// going back at most `breaks` times (once per break of the worker's hold
 /// on its deliveries): nothing lost, nothing applied out of order.
-async fn assert_sequences_applied(
+pub(crate) async fn assert_sequences_applied(
     mock: &MockTarget,
     subjects: &[String],
     last: u32,
@@ -260,7 +260,7 @@ async fn publish_pipelined(
 }
 
 /// Messages ready (not delivered, not unacknowledged) in `queue`.
-async fn ready(channel: &Channel, queue: &str) -> u32 {
+pub(crate) async fn ready(channel: &Channel, queue: &str) -> u32 {
     channel
         .queue_declare(
             queue.into(),

@@ -10,6 +10,7 @@ mod admin;
 mod amqps;
 mod bench;
 mod cli;
+mod cluster;
 mod coalesce;
 mod console;
 mod dead_letters;

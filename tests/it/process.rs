@@ -17,6 +17,8 @@ use crate::support::amqp_url;
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub worker_toml: PathBuf,
+    /// The broker's URLs (`AMQP_URL` of the processes spawned).
+    pub broker: String,
     spawned: u32,
 }
 
@@ -26,18 +28,24 @@ impl Deployment {
     /// worker file (e.g. `shutdown_grace_s = 5`). `amqp`: extra keys of its
     /// `[amqp]` table (e.g. `queue_type = "quorum"`).
     pub fn new(provisioner_text: &str, top: &str, amqp: &str) -> Deployment {
+        Deployment::on_broker(provisioner_text, top, amqp, &amqp_url())
+    }
+
+    /// [`Deployment::new`] on the broker at `broker` (its node URLs,
+    /// comma-separated).
+    pub fn on_broker(provisioner_text: &str, top: &str, amqp: &str, broker: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("p")).unwrap();
         std::fs::write(dir.path().join("p/example.toml"), provisioner_text).unwrap();
         let worker = format!(
-            "provisioners = [\"p/example.toml\"]\n{top}\n\n[amqp]\nurl = \"{}\"\nreconnect_max_s = 2\n{amqp}\n\n[log]\nlevel = \"info\"\nformat = \"json\"\n",
-            amqp_url()
+            "provisioners = [\"p/example.toml\"]\n{top}\n\n[amqp]\nurl = \"{broker}\"\nreconnect_max_s = 2\n{amqp}\n\n[log]\nlevel = \"info\"\nformat = \"json\"\n"
         );
         let worker_toml = dir.path().join("worker.toml");
         std::fs::write(&worker_toml, worker).unwrap();
         Deployment {
             dir,
             worker_toml,
+            broker: broker.to_string(),
             spawned: 0,
         }
     }
@@ -74,7 +82,7 @@ impl Deployment {
             .arg("run")
             .arg("--config")
             .arg(&self.worker_toml)
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", &self.broker)
             .env_remove("RUST_LOG")
             .env_remove("PROVISIONER_CONFIG")
             .stdin(Stdio::null())

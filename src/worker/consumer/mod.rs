@@ -119,6 +119,9 @@ impl Run {
 pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
     let first_backoff = Duration::from_millis(200);
     let mut backoff = first_backoff;
+    // The node of `[amqp] url` tried first: the one last connected to, or
+    // after a loss the next one, so a node that went away is tried last.
+    let mut node = 0;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -148,13 +151,14 @@ pub(super) async fn consume(ctx: ConsumerContext, shutdown: CancellationToken) {
         let started = Instant::now();
         ctx.status
             .set_consumer(&ctx.queue, ConsumerState::Connecting);
-        let end = session(&ctx, &shutdown).await;
+        let end = session(&ctx, &shutdown, &mut node).await;
         let reason = match end {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Stood) => continue,
             Ok(SessionEnd::Lost(reason)) => reason,
             Err(e) => e.to_string(),
         };
+        node = (node + 1) % ctx.amqp.url.nodes().len().max(1);
         ctx.status.set_consumer(
             &ctx.queue,
             ConsumerState::BrokerDown {
@@ -191,41 +195,141 @@ async fn until(flag: &mut watch::Receiver<bool>, until: bool) {
 struct Broker<'a> {
     conn: &'a Connection,
     channel: &'a Channel,
+    /// Why the connection is gone, once it is.
+    lost: watch::Receiver<Option<String>>,
 }
 
+/// Watches a new connection's events (from the start: lapin reports a dead
+/// connection only to listeners that exist when it happens) on a task of
+/// its own, so that a death is noticed even while the session waits on the
+/// broker: lapin does not always fail what was pending on a connection
+/// that died (a node killed, say). The receiver gets the reason once the
+/// connection is gone. The task ends with the returned guard.
+fn watch_connection(conn: &Connection) -> (watch::Receiver<Option<String>>, AbortOnDrop) {
+    let mut events = conn.events_listener();
+    let status = conn.status().clone();
+    let (gone, lost) = watch::channel(None);
+    let task = tokio::spawn(
+        async move {
+            // The status is looked at on a tick as well: it turns to error
+            // before the event is sent, and a session must not depend on
+            // one event reaching it.
+            let mut tick = tokio::time::interval(STATUS_CHECK);
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = tick.tick() => {
+                        if status.connected() {
+                            continue;
+                        }
+                        let _ = gone.send(Some("the connection is no longer open".into()));
+                        return;
+                    }
+                };
+                let Some(event) = event else { break };
+                match event {
+                    // Channel errors (a refused declaration, say) come here
+                    // too; only a connection that is gone ends the session.
+                    // The status may still say connected when an I/O error
+                    // comes, and no later event may follow: the error's kind
+                    // decides too.
+                    lapin::Event::Error(e) if amqp::ends_connection(&e, &status) => {
+                        let _ = gone.send(Some(format!("connection error: {e}")));
+                        return;
+                    }
+                    lapin::Event::ConnectionBlocked(reason) => tracing::warn!(
+                        %reason,
+                        "the broker blocks this connection (a resource alarm): parks wait until it lifts"
+                    ),
+                    _ => {}
+                }
+            }
+            let _ = gone.send(Some("the connection's events ended".into()));
+        }
+        .in_current_span(),
+    );
+    (lost, AbortOnDrop(task))
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the connection watcher looks at the connection's status.
+const STATUS_CHECK: Duration = Duration::from_secs(1);
+
+/// Resolves with the reason once the connection is gone.
+async fn lost_reason(lost: &mut watch::Receiver<Option<String>>) -> String {
+    let reason = match lost.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(reason) => reason,
+        // The watcher ended without a word: only the session's end aborts it.
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection's life. `node` is the node of `[amqp] url` to try first;
+/// it is set to the node reached.
 async fn session(
     ctx: &ConsumerContext,
     shutdown: &CancellationToken,
+    node: &mut usize,
 ) -> Result<SessionEnd, AmqpError> {
-    let conn = amqp::connect(&ctx.amqp, &format!("provisioner:{}", ctx.config.name)).await?;
-    // Listened to from the start: lapin reports a dead connection here, and
-    // only to listeners that exist when it happens.
-    let mut events = conn.events_listener();
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    channel
-        .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
-        .await?;
-    amqp::declare(&conn, &ctx.topology).await?;
+    let connected = amqp::connect_from(
+        &ctx.amqp,
+        &format!("provisioner:{}", ctx.config.name),
+        *node,
+    )
+    .await?;
+    *node = connected.node;
+    let conn = connected.connection;
+    // Aborted when the session ends, however it ends.
+    let (lost, _watcher) = watch_connection(&conn);
+    tracing::info!(
+        queue = %ctx.queue,
+        node = %ctx.amqp.url.shown_node(connected.node),
+        "connected to the broker"
+    );
     let mut up = ctx.health.subscribe();
     let mut paused = ctx.status.subscribe_paused();
-    let mut consumer = channel
-        .basic_consume(
-            ctx.queue.as_str().into(),
-            format!("provisioner-{}", ctx.config.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // Setting up waits on the broker too: within the same limits.
+    let setup = async {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .basic_qos(ctx.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        amqp::declare(&conn, &ctx.topology).await?;
+        let consumer = channel
+            .basic_consume(
+                ctx.queue.as_str().into(),
+                format!("provisioner-{}", ctx.config.name).as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    };
+    let (channel, mut consumer) = in_time(&lost, setup).await?;
     tracing::info!(queue = %ctx.queue, "consuming");
     ctx.status
         .set_consumer(&ctx.queue, ConsumerState::Consuming);
     let broker = Broker {
         conn: &conn,
         channel: &channel,
+        lost,
     };
+    let mut lost = broker.lost.clone();
     let hold_limit = ctx.amqp.hold_limit();
 
     let mut queue: OrderedQueue<Pending> = OrderedQueue::default();
@@ -243,19 +347,7 @@ async fn session(
                 drain(ctx, &broker, &mut queue, &mut running).await;
                 break SessionEnd::Shutdown;
             }
-            event = events.next() => match event {
-                // Channel errors (a refused declaration, say) come here too;
-                // only a connection that is gone ends the session.
-                Some(lapin::Event::Error(e)) if !conn.status().connected() => {
-                    break SessionEnd::Lost(format!("connection error: {e}"))
-                }
-                Some(lapin::Event::ConnectionBlocked(reason)) => tracing::warn!(
-                    %reason,
-                    "the broker blocks this connection (a resource alarm): parks wait until it lifts"
-                ),
-                Some(_) => {}
-                None => break SessionEnd::Lost("the connection's events ended".into()),
-            },
+            reason = lost_reason(&mut lost) => break SessionEnd::Lost(reason),
             _ = until(&mut up, false) => {
                 settle_finished(ctx, &broker, &mut queue, &mut running).await;
                 tracing::warn!(
@@ -285,13 +377,13 @@ async fn session(
             }
             _ = concurrency_changed(&mut paced) => start_ready(ctx, &mut queue, &mut running),
             _ = sleep_until_some(hold_ends), if hold_ends.is_some() => {
-                if let Err(e) = in_time(return_waiting(&mut queue, hold_limit)).await {
+                if let Err(e) = in_time(&broker.lost, return_waiting(&mut queue, hold_limit)).await {
                     break SessionEnd::Lost(e.to_string());
                 }
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    if let Err(e) = in_time(accept(ctx, &broker, &mut queue, delivery)).await {
+                    if let Err(e) = in_time(&broker.lost, accept(ctx, &broker, &mut queue, delivery)).await {
                         break SessionEnd::Lost(e.to_string());
                     }
                     // The deliveries already here join the queue before
@@ -304,7 +396,7 @@ async fn session(
                             break;
                         };
                         let accepted = match more {
-                            Some(Ok(delivery)) => in_time(accept(ctx, &broker, &mut queue, delivery))
+                            Some(Ok(delivery)) => in_time(&broker.lost, accept(ctx, &broker, &mut queue, delivery))
                                 .await
                                 .map_err(|e| e.to_string()),
                             Some(Err(e)) => Err(e.to_string()),
@@ -333,7 +425,10 @@ async fn session(
     }
     running.abort_all();
     // Closing the connection closes its channel; closing both races in lapin.
-    let _ = conn.close(200, "bye".into()).await;
+    // A connection that died is not closed: lapin may never answer that.
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "bye".into())).await;
+    }
     Ok(end)
 }
 
@@ -379,13 +474,22 @@ async fn settle_finished(
 /// broker that is slow, not dead.
 const BROKER_ANSWER: Duration = Duration::from_secs(60);
 
-/// A broker operation within [`BROKER_ANSWER`], or the connection is lost.
+/// Longest wait for the broker to confirm a close at the end of a session.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A broker operation within [`BROKER_ANSWER`] and while the connection
+/// lives, or the connection is lost.
 async fn in_time<T>(
+    lost: &watch::Receiver<Option<String>>,
     operation: impl std::future::Future<Output = Result<T, AmqpError>>,
 ) -> Result<T, AmqpError> {
-    match tokio::time::timeout(BROKER_ANSWER, operation).await {
-        Ok(result) => result,
-        Err(_) => Err(AmqpError::NoAnswer(BROKER_ANSWER.as_secs())),
+    let mut lost = lost.clone();
+    tokio::select! {
+        answered = tokio::time::timeout(BROKER_ANSWER, operation) => match answered {
+            Ok(result) => result,
+            Err(_) => Err(AmqpError::NoAnswer(BROKER_ANSWER.as_secs())),
+        },
+        reason = lost_reason(&mut lost) => Err(AmqpError::ConnectionLost(reason)),
     }
 }
 
@@ -508,7 +612,7 @@ async fn conclude(
     queue: &mut OrderedQueue<Pending>,
     (ticket, run, finished, calls): Done,
 ) -> Result<Option<String>, AmqpError> {
-    match in_time(settle(ctx, broker, run, finished, calls)).await? {
+    match in_time(&broker.lost, settle(ctx, broker, run, finished, calls)).await? {
         Settled::Done => {
             queue.finish(ticket);
             Ok(None)

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Channel, Connection};
-use provisioner::config::{self, AmqpConfig, Secret};
+use provisioner::config::{self, AmqpConfig, BrokerUrls};
 use provisioner::worker::OutcomeRecord;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -47,7 +47,7 @@ pub fn amqp_url() -> String {
 
 pub fn amqp_config() -> AmqpConfig {
     AmqpConfig {
-        url: Secret::new(amqp_url()),
+        url: BrokerUrls::split(&amqp_url()),
         prefetch: 64,
         reconnect_max: Duration::from_secs(2),
         tls: None,
