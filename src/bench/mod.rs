@@ -132,7 +132,7 @@ pub struct BenchOptions {
 }
 
 /// The worker's defaults the measurements compare against.
-pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_CONCURRENCY: u32 = 32;
 /// The worker's default `[amqp] prefetch`.
 pub const DEFAULT_PREFETCH: u16 = 64;
 
