@@ -172,14 +172,27 @@ async fn publish_session(
     let mut events = conn.events_listener();
     let status = conn.status().clone();
     let gone = async move {
-        while let Some(event) = events.next().await {
-            if let lapin::Event::Error(e) = event {
-                if amqp::ends_connection(&e, &status) {
+        // The status is looked at on a tick too: it turns to error before
+        // the event is sent, and the event may never come.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                _ = tick.tick() => {
+                    if status.connected() {
+                        continue;
+                    }
+                    return "the connection is no longer open".to_string();
+                }
+            };
+            match event {
+                Some(lapin::Event::Error(e)) if amqp::ends_connection(&e, &status) => {
                     return format!("connection error: {e}");
                 }
+                Some(_) => {}
+                None => return "the connection's events ended".to_string(),
             }
         }
-        "the connection's events ended".to_string()
     };
     let published = async {
         let channel = amqp::confirm_channel(&conn).await?;
@@ -207,6 +220,13 @@ async fn publish_session(
         published = published => published,
         reason = gone => Err(amqp::AmqpError::ConnectionLost(reason)),
     };
-    let _ = conn.close(200, "done".into()).await;
+    // lapin may never answer the close of a connection that died: such a
+    // connection is left to drop, and a close gets a few seconds.
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "done".into())).await;
+    }
     published
 }
+
+/// Longest wait for the broker to answer the close of a connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);

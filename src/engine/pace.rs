@@ -1,60 +1,51 @@
 //! Spacing of API calls (`account_sync_rate_limit_ms`,
-//! `member_sync_rate_limit_ms`): a `governor` GCRA limiter with burst 1,
-//! driven by tokio's clock so that paused-time tests control it.
+//! `member_sync_rate_limit_ms`): each call reserves the next free slot, one
+//! period after the previous slot, and sleeps until it.
+//!
+//! Slots are reserved when a call asks, not when its sleep ends. A limiter
+//! that counts from the moment a call actually starts (GCRA checked after
+//! waking, as `governor`'s `check` is used) loses every late wake-up: tokio
+//! rounds each sleep up to the next millisecond and wakes a little after
+//! it, so a 10 ms limit gave about 11 ms between calls, 10 % below the
+//! rate asked for. Driven by tokio's clock, so paused-time tests control it.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
 
-/// governor's view of tokio time: time elapsed since the limiter was made.
-#[derive(Debug, Clone)]
-pub struct TokioClock {
-    start: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.start.elapsed()
-    }
-}
-
-/// At most one call per period.
+/// At most one call per period, on average exactly one.
 pub struct Pacer {
-    limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
-    clock: TokioClock,
+    period: Duration,
+    /// When the next call may start.
+    next: Mutex<Instant>,
 }
 
 impl Pacer {
     /// `None` for a zero period (no limit).
     pub fn new(period: Duration) -> Option<Pacer> {
-        let quota = Quota::with_period(period)?;
-        let clock = TokioClock {
-            start: tokio::time::Instant::now(),
-        };
+        if period.is_zero() {
+            return None;
+        }
         Some(Pacer {
-            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
-            clock,
+            period,
+            next: Mutex::new(Instant::now()),
         })
     }
 
-    /// Waits for the next slot; returns how long it waited.
+    /// Waits for the next slot; returns how long it waited. A call that is
+    /// cancelled while waiting leaves its slot unused: the pace is then
+    /// slower, never faster.
     pub async fn wait(&self) -> Duration {
-        let mut waited = Duration::ZERO;
-        loop {
-            match self.limiter.check() {
-                Ok(()) => return waited,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        let now = Instant::now();
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (*next).max(now);
+            *next = slot + self.period;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        slot - now
     }
 }
 
@@ -84,6 +75,35 @@ mod tests {
         for w in times.windows(2) {
             assert!(w[1] - w[0] >= Duration::from_millis(250), "{times:?}");
         }
+    }
+
+    /// A call that starts late does not push the later slots back. tokio's
+    /// timer fires on whole milliseconds (paused or not), so with a period
+    /// of 2.5 ms every other call wakes up to half a millisecond late; over
+    /// 100 calls the pace is still one per 2.5 ms, not one per 3.
+    #[tokio::test(start_paused = true)]
+    async fn late_wake_ups_do_not_slow_the_pace() {
+        let pacer = Pacer::new(Duration::from_micros(2_500)).expect("period");
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            pacer.wait().await;
+        }
+        // The 100th slot is at 99 × 2.5 ms = 247.5 ms, woken at 248 ms.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_micros(247_500) && elapsed <= Duration::from_millis(249),
+            "{elapsed:?}"
+        );
+    }
+
+    /// Calls that come rarely are not held: a slot is never in the past.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_pacer_lets_the_next_call_go_at_once() {
+        let pacer = Pacer::new(Duration::from_millis(10)).expect("period");
+        pacer.wait().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(pacer.wait().await, Duration::ZERO);
+        assert_eq!(pacer.wait().await, Duration::from_millis(10));
     }
 
     #[test]
