@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::pace::later;
 use crate::config::PacingPolicy;
 use crate::target::TargetError;
 
@@ -170,7 +171,7 @@ impl PaceState {
             } else {
                 now
             };
-            self.next_slot = base + spacing;
+            self.next_slot = later(base, spacing);
         }
         self.recent.record(now);
         Ok(())
@@ -180,7 +181,7 @@ impl PaceState {
     /// whether the pace was cut (at most once per round trip).
     fn throttled(&mut self, started: Instant, retry_after: Option<Duration>, now: Instant) -> bool {
         if let Some(wait) = retry_after {
-            let until = now + wait;
+            let until = later(now, wait);
             self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
         }
         if self

@@ -41,12 +41,21 @@ impl Pacer {
         let slot = {
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
             let slot = (*next).max(now);
-            *next = slot + self.period;
+            *next = later(slot, self.period);
             slot
         };
         tokio::time::sleep_until(slot).await;
         slot - now
     }
+}
+
+/// `at + d`, or as late as the clock can tell when `d` is too long to add
+/// (a limit of 2^64 ms): such a wait never ends, and never panics.
+pub(super) fn later(at: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -104,6 +113,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(pacer.wait().await, Duration::ZERO);
         assert_eq!(pacer.wait().await, Duration::from_millis(10));
+    }
+
+    /// A period too long to add to a clock reading holds the next call
+    /// (for ever, in effect) instead of panicking.
+    #[tokio::test(start_paused = true)]
+    async fn a_period_of_2_to_the_64_ms_holds_the_next_call_without_panicking() {
+        let pacer = Pacer::new(Duration::from_millis(u64::MAX)).expect("period");
+        assert_eq!(pacer.wait().await, Duration::ZERO);
+        let next = tokio::time::timeout(Duration::from_secs(365 * 24 * 3600), pacer.wait()).await;
+        assert!(next.is_err(), "the second call went within a year");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use provisioner::worker::{OutcomeRecord, Verdict};
 use serde_json::{json, Value};
 
+use crate::guarantees::accepted_versions;
 use crate::support::mock_rest::MockTarget;
 use crate::support::*;
 
@@ -27,41 +28,6 @@ fn versioned(subject: &str, version: u32) -> Value {
         "action": if version == 1 { "add" } else { "update" },
         "group": USERS, "subject": subject,
         "attributes": {"mail": [mail(subject)], "givenName": [format!("v{version}")], "sn": ["Doe"]}})
-}
-
-/// Per account (lowercased email): the givenName versions of the create and
-/// update bodies the target accepted, in arrival order.
-fn accepted_versions(mock: &MockTarget) -> BTreeMap<String, Vec<u32>> {
-    let emails: BTreeMap<String, String> = mock
-        .users()
-        .into_iter()
-        .map(|u| (u.id, u.email.to_lowercase()))
-        .collect();
-    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for r in mock.requests() {
-        if !r.status.is_some_and(|s| (200..300).contains(&s)) {
-            continue;
-        }
-        let Some(body) = &r.body else { continue };
-        let (email, given) = match r.method.as_str() {
-            "POST" if r.path == "/users" => (
-                body["user_info"]["email"].as_str().map(str::to_lowercase),
-                body["user_info"]["first_name"].as_str(),
-            ),
-            "PATCH" => (
-                r.path
-                    .strip_prefix("/users/")
-                    .and_then(|id| emails.get(id).cloned()),
-                body["first_name"].as_str(),
-            ),
-            _ => continue,
-        };
-        let version = given.and_then(|g| g.strip_prefix('v')?.parse().ok());
-        if let (Some(email), Some(v)) = (email, version) {
-            out.entry(email).or_default().push(v);
-        }
-    }
-    out
 }
 
 /// Publishes `SUBJECTS` subjects' `VERSIONS` events each, a subject's

@@ -83,7 +83,7 @@ pub(crate) fn progress(mock: &MockTarget) -> u32 {
 
 /// Per account (lowercased email): the versions of the create and update
 /// bodies the target accepted (2xx), in arrival order.
-fn accepted_versions(mock: &MockTarget) -> BTreeMap<String, Vec<u32>> {
+pub(crate) fn accepted_versions(mock: &MockTarget) -> BTreeMap<String, Vec<u32>> {
     let emails: HashMap<String, String> = mock
         .users()
         .into_iter()

@@ -632,17 +632,7 @@ async fn pause(
     Path(name): Path<String>,
     Posted(form): Posted<ActionForm>,
 ) -> Response {
-    if let Some(refused) = s.csrf_refusal(&caller, &form.csrf) {
-        return refused;
-    }
-    match s.status(&name) {
-        Ok(p) => {
-            p.pause();
-            tracing::info!(provisioner = %name, by = %caller.name, "paused from the console");
-            Redirect::to("/").into_response()
-        }
-        Err(e) => s.error_page(&caller, e),
-    }
+    pause_or_resume(&s, &caller, &name, &form, true)
 }
 
 async fn resume(
@@ -651,16 +641,32 @@ async fn resume(
     Path(name): Path<String>,
     Posted(form): Posted<ActionForm>,
 ) -> Response {
-    if let Some(refused) = s.csrf_refusal(&caller, &form.csrf) {
+    pause_or_resume(&s, &caller, &name, &form, false)
+}
+
+/// Pauses or resumes a provisioner, then shows the overview again.
+fn pause_or_resume(
+    s: &Shared,
+    caller: &Caller,
+    name: &str,
+    form: &ActionForm,
+    pause: bool,
+) -> Response {
+    if let Some(refused) = s.csrf_refusal(caller, &form.csrf) {
         return refused;
     }
-    match s.status(&name) {
+    match s.status(name) {
         Ok(p) => {
-            p.resume();
-            tracing::info!(provisioner = %name, by = %caller.name, "resumed from the console");
+            if pause {
+                p.pause();
+                tracing::info!(provisioner = %name, by = %caller.name, "paused from the console");
+            } else {
+                p.resume();
+                tracing::info!(provisioner = %name, by = %caller.name, "resumed from the console");
+            }
             Redirect::to("/").into_response()
         }
-        Err(e) => s.error_page(&caller, e),
+        Err(e) => s.error_page(caller, e),
     }
 }
 

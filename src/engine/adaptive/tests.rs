@@ -283,6 +283,20 @@ fn retry_after_holds_every_call_until_it_has_passed() {
     assert_eq!(s.admit(t0 + ms(3030)), Ok(()));
 }
 
+/// A hold too long to add to a clock reading (`[retry] max_backoff_s` of
+/// 2^64 - 1 lets it through) holds calls without panicking.
+#[test]
+fn a_hold_of_2_to_the_64_seconds_holds_without_panicking() {
+    let t0 = Instant::now();
+    let mut s = PaceState::new(policy(0.5, 1.0, 1.0), limits(None, 8), t0);
+    s.throttled(t0, Some(Duration::from_secs(u64::MAX)), t0);
+    let held = s.admit(t0 + Duration::from_secs(365 * 24 * 3600));
+    assert!(
+        held.is_err_and(|until| until > t0 + Duration::from_secs(365 * 24 * 3600)),
+        "{held:?}"
+    );
+}
+
 #[test]
 fn without_a_configured_rate_nothing_is_paced_until_the_target_throttles() {
     let t0 = Instant::now();
